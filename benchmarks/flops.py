@@ -1,0 +1,70 @@
+"""FLOP counting (torch FlopCounterMode) and the reference fp32 matmul rate."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.models import MASK_RATIO, build_encoder
+from mae.masking import RandomMasker
+
+aten = torch.ops.aten
+
+
+def _sdpa_fwd(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    """q (B, H, L, d), k/v (B, H, S, d): QK^T and PV, 2 FLOPs per multiply-add."""
+    b, h, l, d = q
+    s, dv = k[2], v[3]
+    return 2 * b * h * l * s * d + 2 * b * h * l * s * dv
+
+
+def _sdpa_bwd(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+    """Four matmuls of the attention backward (dV, dP, dQ, dK): twice the forward (recompute not counted)."""
+    return 2 * _sdpa_fwd(q, k, v)
+
+
+# torch 2.14's FlopCounterMode has formulas for the CUDA flash/efficient/cuDNN SDPA kernels but not the
+# CPU flash kernel, so on CPU attention matmuls would count as 0 FLOPs; we add the same formula for it.
+CPU_SDPA = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_fwd,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_bwd,
+}
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of the matmul-like ops (mm, addmm, bmm, conv, SDPA) that `fn` runs, forward and backward."""
+    mode = FlopCounterMode(display=False, custom_mapping=CPU_SDPA)
+    with mode:
+        fn()
+    return mode.get_total_flops()
+
+
+def matmul_gflops(n: int = 2048) -> float:
+    """GFLOP/s of one fp32 (n, n) @ (n, n) matmul."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    start = time.perf_counter()
+    torch.mm(a, b)
+    return 2 * n**3 / (time.perf_counter() - start) / 1e9
+
+
+def matmul_rate(n: int = 2048, reps: int = 5) -> float:
+    """Median GFLOP/s over `reps` matmuls after one warm-up."""
+    matmul_gflops(n)
+    return statistics.median(matmul_gflops(n) for _ in range(reps))
+
+
+@torch.no_grad()
+def encoder_flops(*, dim: int, depth: int, heads: int) -> dict[str, int]:
+    """Forward FLOPs at batch 1 with every token visible (keep=None) and at MAE's mask ratio."""
+    encoder, tokenizer = build_encoder(dim=dim, depth=depth, heads=heads)
+    tokens = tokenizer({"image": torch.randn(1, 3, 224, 224)})  # values (1, 196, 768)
+    keep = RandomMasker(ratio=MASK_RATIO)(tokens, torch.Generator().manual_seed(0)).keep  # (1, 49)
+    return {
+        "tokens_all": tokens.num_tokens,
+        "tokens_visible": keep.shape[1],
+        "flops_ratio_0.0": count_flops(lambda: encoder(tokens, None)),
+        f"flops_ratio_{MASK_RATIO}": count_flops(lambda: encoder(tokens, keep)),
+    }

@@ -1,0 +1,1 @@
+"""Masked-modeling pre-training engine: data -> tokens -> mask -> encode visible -> decode -> target -> loss."""

@@ -1,0 +1,117 @@
+"""Asymmetric MAE encoder: a ViT from timm blocks that only ever sees the visible tokens."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from mae.types import Tokens, gather_tokens
+
+LayerNorm = partial(nn.LayerNorm, eps=1e-6)
+
+
+def init_mae_weights(module: nn.Module) -> None:
+    """MAE initialisation: xavier-uniform linears with zero bias, unit LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def transformer_blocks(*, dim: int, depth: int, num_heads: int, mlp_ratio: float) -> nn.ModuleList:
+    """`depth` pre-norm timm blocks (fused scaled-dot-product attention where timm enables it)."""
+    if dim % num_heads:
+        raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+    return nn.ModuleList(
+        Block(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=LayerNorm)
+        for _ in range(depth)
+    )
+
+
+def padding_attn_mask(pad: Tensor | None, num_prefix: int) -> Tensor | None:
+    """(B, N) padding flags -> (B, 1, 1, prefix+N) boolean mask, True = may attend."""
+    if pad is None:
+        return None
+    allowed = torch.cat([pad.new_zeros(pad.shape[0], num_prefix), pad], dim=1).logical_not()
+    return allowed[:, None, None, :]
+
+
+class Encoder(nn.Module):
+    """Token embedding + positional embedding + optional cls token + timm blocks + final norm.
+
+    forward(tokens, keep) encodes only the visible tokens `keep` (B, K); pool(tokens) embeds every
+    token without masking and returns one vector per sample for evaluation and downstream use.
+    """
+
+    def __init__(
+        self,
+        *,
+        token_dim: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        cls_token: bool = True,
+        pool: str = "mean",
+        pos_embed: Callable[..., nn.Module],
+        token_embed: Callable[..., nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        if pool not in ("mean", "cls"):
+            raise ValueError(f"model.pool must be 'mean' or 'cls', got {pool!r}")
+        if pool == "cls" and not cls_token:
+            raise ValueError("model.pool=cls needs model.cls_token=true")
+        self.dim, self.pool_type = dim, pool
+        self.num_prefix = 1 if cls_token else 0
+        # (B, N, C) -> (B, N, D); a Linear on flattened patches equals a strided conv patch embedding.
+        self.embed = token_embed(in_dim=token_dim, dim=dim) if token_embed else nn.Linear(token_dim, dim)
+        self.pos_embed = pos_embed(dim=dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
+        self.blocks = transformer_blocks(dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
+        self.norm = LayerNorm(dim)
+        init_mae_weights(self)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token"}
+
+    def _encode(self, tokens: Tokens, keep: Tensor | None) -> Tensor:
+        """Embed and run the blocks on the selected tokens; (B, prefix+K, D), before the final norm."""
+        values, pos, pad = tokens.values, tokens.pos, tokens.pad
+        if keep is not None:
+            values = gather_tokens(values, keep)  # (B, K, C)
+            pos = gather_tokens(pos, keep)  # (B, K, P)
+            pad = None if pad is None else torch.gather(pad, 1, keep)  # (B, K)
+        x = self.embed(values) + self.pos_embed(pos).to(values.dtype)  # (B, K, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+K, D)
+        attn_mask = padding_attn_mask(pad, self.num_prefix)
+        for block in self.blocks:
+            x = block(x, attn_mask=attn_mask)
+        return x
+
+    def forward(self, tokens: Tokens, keep: Tensor | None = None) -> Tensor:
+        """(B, prefix+K, D) normalised latents of the visible tokens (all tokens if keep is None)."""
+        return self.norm(self._encode(tokens, keep))
+
+    def pool(self, tokens: Tokens) -> Tensor:
+        """(B, D) one embedding per sample from all tokens, as MAE's linear probe / fine-tuning use it.
+
+        cls: norm(x)[:, 0]. mean: norm(mean of the non-padding tokens) (MAE's global_pool / timm fc_norm).
+        """
+        x = self._encode(tokens, None)  # (B, prefix+N, D)
+        if self.pool_type == "cls":
+            return self.norm(x)[:, 0]
+        x = x[:, self.num_prefix :]  # (B, N, D)
+        if tokens.pad is None:
+            return self.norm(x.mean(dim=1))
+        weight = tokens.pad.logical_not().to(x.dtype).unsqueeze(-1)  # (B, N, 1)
+        return self.norm((x * weight).sum(1) / weight.sum(1).clamp_min(1.0))

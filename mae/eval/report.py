@@ -1,0 +1,78 @@
+"""All frozen-feature metrics in one call, and the end-of-run summary table."""
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from mae.eval.features import UNLABELED
+from mae.eval.knn import knn_accuracy
+from mae.eval.linear import linear_probe_accuracy
+from mae.eval.rankme import rankme
+
+RANDOM_INIT_SUFFIX = "_random_init"
+"""Suffix of the metrics computed with a randomly initialised encoder (the baseline column)."""
+
+
+def evaluate_features(
+    train_x: Tensor,
+    train_y: Tensor,
+    val_x: Tensor,
+    val_y: Tensor,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    prefix: str = "eval/",
+    suffix: str = "",
+) -> dict[str, float]:
+    """Linear-probe accuracy, kNN accuracy and RankMe of frozen features.
+
+    train_x: (N, D), train_y: (N,) int labels; val_x: (M, D), val_y: (M,) int labels, -1 = unlabeled.
+    Samples labelled -1 are left out of the probes; if the train or val side has no labelled sample
+    (unlabeled data), only RankMe is returned. RankMe is computed on the TRAIN features (all of them,
+    labelled or not): it needs no labels and more rows give a steadier estimate.
+
+    Returns {prefix}linear_acc{suffix}, {prefix}knn_acc{suffix}, {prefix}rankme{suffix}.
+    """
+    metrics = {f"{prefix}rankme{suffix}": rankme(train_x)}
+    train_keep = train_y != UNLABELED  # (N,)
+    val_keep = val_y != UNLABELED  # (M,)
+    if not bool(train_keep.any()) or not bool(val_keep.any()):
+        return metrics
+    tx, ty, vx, vy = train_x[train_keep], train_y[train_keep], val_x[val_keep], val_y[val_keep]
+    metrics[f"{prefix}linear_acc{suffix}"] = linear_probe_accuracy(tx, ty, vx, vy)
+    metrics[f"{prefix}knn_acc{suffix}"] = knn_accuracy(tx, ty, vx, vy, k=k, temperature=temperature)
+    return metrics
+
+
+def _fmt(value: float) -> str:
+    """A number in a fixed-width friendly form: 4 decimals, or 4 significant digits when large/small."""
+    if math.isfinite(value) and value != 0 and not 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4g}"
+    return f"{value:.4f}"
+
+
+def format_summary(metrics: dict[str, float]) -> str:
+    """An aligned text table of `metrics` for the end of a run.
+
+    Keys with a `<key>_random_init` twin become rows of a table with columns "pretrained" and
+    "random init"; every other key (train/loss, val/loss, ...) follows as a plain `key  value` line.
+    Rows keep the insertion order of `metrics`.
+    """
+    paired = [key for key in metrics if key + RANDOM_INIT_SUFFIX in metrics]
+    twins = {key + RANDOM_INIT_SUFFIX for key in paired}
+    others = [key for key in metrics if key not in twins and key not in paired]
+    width = max([len("metric"), *(len(key) for key in [*paired, *others])])
+    lines: list[str] = []
+    if paired:
+        col = len("random init")
+        lines.append(f"{'metric':<{width}}  {'pretrained':>{col}}  {'random init':>{col}}")
+        lines.append("-" * (width + 2 * col + 4))
+        for key in paired:
+            pre, rnd = _fmt(float(metrics[key])), _fmt(float(metrics[key + RANDOM_INIT_SUFFIX]))
+            lines.append(f"{key:<{width}}  {pre:>{col}}  {rnd:>{col}}")
+        if others:
+            lines.append("")
+    for key in others:
+        lines.append(f"{key:<{width}}  {_fmt(float(metrics[key]))}")
+    return "\n".join(lines)

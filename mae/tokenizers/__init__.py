@@ -1,0 +1,1 @@
+"""One tokenizer per modality: batch dict -> Tokens, and the inverse for pictures."""

@@ -1,0 +1,63 @@
+"""The contract between the parts: what a tokenizer produces and what a masker returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Tokens:
+    """A batch of tokens, before any embedding.
+
+    values: (B, N, C) raw token content (patch pixels, tubelet, point group, node features).
+    pos:    (B or 1, N, P) coordinates used for the positional embedding (grid indices for grids).
+    grid:   token grid shape, e.g. (H, W), (T, H, W) or (T, F); None for unstructured tokens.
+    pad:    (B, N) True where a token is padding; None when every token is real.
+    """
+
+    values: Tensor
+    pos: Tensor
+    grid: tuple[int, ...] | None = None
+    pad: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.values.shape[1]
+
+
+@dataclass
+class Mask:
+    """A per-sample permutation of the token indices split into visible and hidden parts.
+
+    keep:    (B, K) indices of visible tokens (K is the same for every sample: static shapes).
+    masked:  (B, M) indices of hidden tokens, K + M = N.
+    restore: (B, N) inverse permutation: gathering cat([keep, masked]) with it gives 0..N-1.
+    """
+
+    keep: Tensor
+    masked: Tensor
+    restore: Tensor
+
+    @property
+    def shuffle(self) -> Tensor:
+        """(B, N) the permutation itself: visible indices first, then hidden ones."""
+        return torch.cat([self.keep, self.masked], dim=1)
+
+    def hidden_bool(self) -> Tensor:
+        """(B, N) True where a token is hidden; for pictures and tests, not for the hot path."""
+        b, n = self.restore.shape
+        hidden = torch.zeros(b, n, dtype=torch.bool, device=self.restore.device)
+        return hidden.scatter(1, self.masked, True)
+
+
+def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
+    """Select tokens along dim 1. x: (B or 1, N, C), index: (B, K) -> (B, K, C)."""
+    if x.shape[0] == 1 and index.shape[0] != 1:
+        x = x.expand(index.shape[0], *x.shape[1:])
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))

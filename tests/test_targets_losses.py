@@ -1,0 +1,76 @@
+"""Targets (pixels, norm_pix, HOG) and losses on hidden tokens only."""
+import pytest
+import torch
+
+from mae.losses import masked_l1, masked_mse
+from mae.masking import RandomMasker
+from mae.targets import HOGTarget, NormPixTarget, PixelTarget
+from mae.tokenizers.image import ImageTokenizer
+from mae.types import gather_tokens
+
+
+def image_tokens(c=3, size=32, patch=8, b=2):
+    tok = ImageTokenizer(image_size=size, channels=c, patch_size=patch)
+    return tok, tok({"image": torch.rand(b, c, size, size)})
+
+
+def test_norm_pix_uses_each_patch_statistics():
+    _, tokens = image_tokens()
+    t = NormPixTarget(eps=1e-6)(tokens)
+    assert torch.allclose(t.mean(-1), torch.zeros(t.shape[:2]), atol=1e-5)
+    assert torch.allclose(t.var(-1), torch.ones(t.shape[:2]), atol=1e-3)  # unbiased var, as MAE
+    # the same patch in a brighter image gives the same target
+    shifted = type(tokens)(values=tokens.values * 3 + 2, pos=tokens.pos, grid=tokens.grid)
+    assert torch.allclose(NormPixTarget()(shifted), t, atol=1e-4)
+
+
+def test_norm_pix_invert_with_true_stats_gives_pixels_back():
+    _, tokens = image_tokens()
+    target = NormPixTarget()
+    assert torch.allclose(target.invert(target(tokens), tokens.values), tokens.values, atol=1e-5)
+    assert torch.equal(PixelTarget()(tokens), tokens.values)
+
+
+def test_hog_shape_and_orientation():
+    tok, _ = image_tokens(c=1, size=32, patch=8)
+    hog = HOGTarget(channels=1, patch_size=8, cell_size=4, bins=9)
+    assert hog.out_dim(tok.token_dim) == 1 * 9 * 4
+    vertical = torch.zeros(1, 1, 32, 32)
+    vertical[..., 16:] = 1.0  # a vertical edge: horizontal gradient
+    horizontal = vertical.transpose(-1, -2)
+    hv = hog(tok({"image": vertical}))
+    hh = hog(tok({"image": horizontal}))
+    assert hv.shape == (1, 16, 36)
+    bins_v = hv.reshape(1, 16, 9, 4).sum((0, 1, 3))
+    bins_h = hh.reshape(1, 16, 9, 4).sum((0, 1, 3))
+    assert bins_v.argmax() != bins_h.argmax()  # edge direction changes the dominant bin
+    flat = hog(tok({"image": torch.ones(1, 1, 32, 32)}))
+    assert torch.isfinite(flat).all() and flat.abs().sum() == 0  # no gradient, no NaN
+    assert hog.invert(hv, hv) is None
+
+
+def test_hog_cell_must_divide_patch():
+    with pytest.raises(ValueError, match="cell_size"):
+        HOGTarget(channels=1, patch_size=4, cell_size=8)
+
+
+@pytest.mark.parametrize("loss", [masked_mse, masked_l1])
+def test_loss_ignores_visible_tokens(loss):
+    _, tokens = image_tokens()
+    mask = RandomMasker(ratio=0.75)(tokens, torch.Generator().manual_seed(0))
+    full_target = NormPixTarget()(tokens)
+    pred = torch.randn(2, mask.masked.shape[1], full_target.shape[-1])
+    base = loss(pred, gather_tokens(full_target, mask.masked))
+    changed = full_target.clone()
+    changed.scatter_(1, mask.keep.unsqueeze(-1).expand(-1, -1, changed.shape[-1]), 100.0)  # visible only
+    assert torch.equal(loss(pred, gather_tokens(changed, mask.masked)), base)
+    changed.scatter_(1, mask.masked[:, :1].unsqueeze(-1).expand(-1, -1, changed.shape[-1]), 100.0)
+    assert loss(pred, gather_tokens(changed, mask.masked)) > base
+
+
+def test_loss_values_and_padding_weight():
+    pred, target = torch.zeros(1, 2, 4), torch.ones(1, 2, 4)
+    target[0, 1] = 3.0
+    assert masked_mse(pred, target).item() == pytest.approx((1 + 9) / 2)
+    assert masked_l1(pred, target).item() == pytest.approx((1 + 3) / 2)
+    assert masked_mse(pred, target, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(1.0)

@@ -1,0 +1,19 @@
+"""Pre-train a masked autoencoder: `python train.py modality=image mask=block model=tiny ...`.
+
+`python train.py --help` lists the config groups; see README.md.
+"""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from mae.runner import objective_value, run  # imported late: `--help` stays fast
+
+    return objective_value(run(cfg), cfg.objective)
+
+
+if __name__ == "__main__":
+    main()
