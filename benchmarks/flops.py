@@ -1,8 +1,6 @@
-"""FLOP counting (torch FlopCounterMode) and the reference fp32 matmul rate."""
+"""FLOP counting with torch's FlopCounterMode, CPU attention included."""
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -16,9 +14,9 @@ aten = torch.ops.aten
 
 def _sdpa_fwd(q, k, v, *args, out_shape=None, **kwargs) -> int:
     """q (B, H, L, d), k/v (B, H, S, d): QK^T and PV, 2 FLOPs per multiply-add."""
-    b, h, l, d = q
+    b, h, lq, d = q
     s, dv = k[2], v[3]
-    return 2 * b * h * l * s * d + 2 * b * h * l * s * dv
+    return 2 * b * h * lq * s * (d + dv)
 
 
 def _sdpa_bwd(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
@@ -40,20 +38,6 @@ def count_flops(fn: Callable[[], object]) -> int:
     with mode:
         fn()
     return mode.get_total_flops()
-
-
-def matmul_gflops(n: int = 2048) -> float:
-    """GFLOP/s of one fp32 (n, n) @ (n, n) matmul."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    start = time.perf_counter()
-    torch.mm(a, b)
-    return 2 * n**3 / (time.perf_counter() - start) / 1e9
-
-
-def matmul_rate(n: int = 2048, reps: int = 5) -> float:
-    """Median GFLOP/s over `reps` matmuls after one warm-up."""
-    matmul_gflops(n)
-    return statistics.median(matmul_gflops(n) for _ in range(reps))
 
 
 @torch.no_grad()

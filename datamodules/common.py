@@ -145,7 +145,8 @@ def read_list_csv(
 
 # ------------------------------------------------------------------------------------------------ split
 def split_indices(n: int, *, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministic shuffled split of range(n) into (train, val), each sorted.
+    """Deterministic shuffled split of range(n) into (train, val): train sorted, val in a fixed shuffled
+    order (so that its first batch, used for pictures, mixes classes even when the source is sorted).
 
     The val size is round(n * val_fraction); val_fraction 0 gives an empty val split. Raises ValueError when
     the train split, or a val split asked for with val_fraction > 0, would be empty.
@@ -159,7 +160,7 @@ def split_indices(n: int, *, val_fraction: float, seed: int) -> tuple[list[int],
     if n - n_val < 1:
         raise ValueError(f"train split would be empty: {n} samples, val_fraction {val_fraction}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return sorted(perm[n_val:]), sorted(perm[:n_val])
+    return sorted(perm[n_val:]), perm[:n_val]
 
 
 # --------------------------------------------------------------------------------------------- on_error

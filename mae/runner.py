@@ -40,7 +40,7 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
     """Last epoch-level values Lightning kept, with `_epoch` suffixes dropped (train/loss_epoch -> train/loss)."""
     out = {}
     for key, value in trainer.callback_metrics.items():
-        if key.endswith("_step"):
+        if key.endswith("_step") or key.startswith("lr-"):  # per-step values and lr live in csv/metrics.csv
             continue
         out[key.removesuffix("_epoch")] = float(value)
     return out

@@ -111,3 +111,12 @@ def test_non_finite_loss_stops_with_clear_message():
     m.loss_fn = lambda pred, target, weight: (pred * float("nan")).mean()
     with pytest.raises(FloatingPointError, match="lower optim.blr"):
         m.training_step({"image": torch.randn(4, 1, 16, 16)}, 0)
+
+
+def test_compile_option_compiles_in_place_keeping_state_dict_keys():
+    m = tiny_module()
+    keys = set(m.state_dict())
+    m.compile_model = True
+    m.configure_model()
+    assert m.encoder._compiled_call_impl is not None and m.decoder._compiled_call_impl is not None
+    assert set(m.state_dict()) == keys  # checkpoints and export are unaffected
