@@ -43,6 +43,17 @@ def reconstruction_panels(module: L.LightningModule, batch: dict, seed: int) -> 
     return panels, note
 
 
+def image_panels(module: L.LightningModule, trainer: L.Trainer, panels: dict[str, Tensor]) -> dict[str, np.ndarray]:
+    """Token panels (B, N, C) -> (B, H, W, C) pixel arrays via tokenizer.unpatchify and datamodule.denormalize."""
+    denormalize = getattr(trainer.datamodule, "denormalize", None)
+    images = {}
+    for name, values in panels.items():
+        x = module.tokenizer.unpatchify(values)  # (B, C, H, W), NaN where hidden
+        x = denormalize(x) if denormalize is not None else x
+        images[name] = x.permute(0, 2, 3, 1).float().cpu().numpy()
+    return images
+
+
 def draw_image_panels(images: dict[str, np.ndarray], note: str, path: Path) -> plt.Figure:
     """images: name -> (B, H, W, C) in [0, 1] (NaN = hidden, drawn grey). One row per sample."""
     names = list(images)
@@ -85,17 +96,12 @@ class ReconstructionPictures(L.Callback):
         if (epoch + 1) % self.every_n_epochs and not last:
             return
         panels, note = reconstruction_panels(pl_module, self.batch, self.seed)
-        to_images = getattr(pl_module.tokenizer, "unpatchify", None)
-        denormalize = getattr(trainer.datamodule, "denormalize", None)
-        if to_images is None:
-            return  # the modality draws its own pictures
-        images = {}
-        for name, values in panels.items():
-            x = to_images(values)  # (B, C, H, W), NaN where hidden
-            x = denormalize(x) if denormalize is not None else x
-            images[name] = x.permute(0, 2, 3, 1).float().cpu().numpy()
         path = self.dirpath / f"epoch_{epoch:04d}.png"
-        fig = draw_image_panels(images, note, path)
+        draw = getattr(pl_module.tokenizer, "draw_reconstruction", None)
+        if draw is not None:  # a modality with its own picture (point clouds, graphs, series, ...)
+            fig = draw(panels, note, path)
+        else:  # grid tokens that unpatchify to (B, C, H, W) images
+            fig = draw_image_panels(image_panels(pl_module, trainer, panels), note, path)
         self.last_path = path
         log_figure(trainer, fig, step=trainer.global_step)
         plt.close(fig)
