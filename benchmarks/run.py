@@ -30,6 +30,8 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from benchmarks import pointcloud as pointcloud_bench  # noqa: E402
+from benchmarks import audio as audio_bench  # noqa: E402
 from benchmarks.flops import count_flops, encoder_flops  # noqa: E402
 from benchmarks.models import Runner, build_hf, build_ours  # noqa: E402
 from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure  # noqa: E402
@@ -201,6 +203,10 @@ def report(res: dict) -> str:
         full, vis = e["flops_ratio_0.0"], e["flops_ratio_0.75"]
         out.append(f"| {name} | {e['tokens_all']}+cls / {e['tokens_visible']}+cls | {full / 1e9:.2f} | "
                    f"{vis / 1e9:.2f} | {full / vis:.2f}× |")
+    if "pointcloud" in res:
+        out += pointcloud_bench.report(res["pointcloud"])
+    if "audio" in res:
+        out += audio_bench.report(res["audio"])
     return "\n".join(out) + "\n"
 
 
@@ -227,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         "ViT-Base/16": encoder_flops(dim=768, depth=12, heads=12),
     }
     res["throughput"] = throughput(s)
+    res["pointcloud"] = pointcloud_bench.run(quick=args.quick)
+    res["audio"] = audio_bench.run(quick=args.quick)
     env["loadavg_end"] = os.getloadavg()[0]
     md = report(res)
     print(md)

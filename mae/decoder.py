@@ -24,9 +24,16 @@ class Decoder(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         pos_embed: Callable[..., nn.Module],
+        window: list[int] | None = None,
+        window_shift: bool = True,
     ) -> None:
         super().__init__()
         self.num_prefix = num_prefix
+        if window is not None:
+            window = [int(w) for w in window]
+            if not window or min(window) < 1:
+                raise ValueError(f"model.decoder.window must be null or a list of positive ints per grid axis, got {window}")
+        self.window, self.window_shift = window, bool(window_shift)
         self.embed = nn.Linear(enc_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = pos_embed(dim=dim)
@@ -48,7 +55,32 @@ class Decoder(nn.Module):
         x = x + self.pos_embed(tokens.pos).to(x.dtype)  # pos (B or 1, N, P)
         x = torch.cat([prefix, x], dim=1)  # (B, prefix+N, Dd)
         attn_mask = padding_attn_mask(tokens.pad, self.num_prefix)
-        for block in self.blocks:
-            x = block(x, attn_mask=attn_mask)
+        if self.window is None:
+            for block in self.blocks:
+                x = block(x, attn_mask=attn_mask)
+        else:
+            for i, block in enumerate(self.blocks):
+                shift = self.window_shift and i % 2 == 1
+                local = window_attn_mask(tokens.grid, self.window, self.num_prefix, shift=shift, device=x.device)
+                x = block(x, attn_mask=local if attn_mask is None else attn_mask & local)
         x = self.norm(x[:, self.num_prefix :])  # (B, N, Dd)
         return self.head(gather_tokens(x, mask.masked))  # (B, M, out_dim)
+
+
+def window_attn_mask(grid: tuple[int, ...] | None, window: list[int], num_prefix: int, *, shift: bool,
+                     device: torch.device) -> Tensor:
+    """(1, 1, prefix+N, prefix+N) boolean mask, True = may attend: local attention in non-overlapping windows
+    of `window` tokens per grid axis (block-diagonal over windows of the restored grid); prefix tokens see
+    and are seen by every token. shift=True moves the window partition by half a window on every axis
+    (Swin's shifted windows, but with smaller windows at the borders instead of Swin's cyclic roll)."""
+    if grid is None or len(grid) != len(window):
+        raise ValueError(f"model.decoder.window={window} needs tokens on a grid with {len(window)} axes, got grid {grid}")
+    coords = torch.stack(torch.meshgrid(*[torch.arange(s, device=device) for s in grid], indexing="ij"), -1)
+    coords = coords.reshape(-1, len(grid))  # (N, G)
+    offset = torch.tensor([w // 2 if shift else 0 for w in window], device=device)
+    win = (coords + offset) // torch.tensor(window, device=device)  # (N, G) window index per axis
+    same = (win[:, None, :] == win[None, :, :]).all(-1)  # (N, N)
+    n = same.shape[0]
+    full = torch.ones(num_prefix + n, num_prefix + n, dtype=torch.bool, device=device)
+    full[num_prefix:, num_prefix:] = same
+    return full[None, None]

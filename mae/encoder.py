@@ -43,6 +43,16 @@ def padding_attn_mask(pad: Tensor | None, num_prefix: int) -> Tensor | None:
     return allowed[:, None, None, :]
 
 
+def max_mean_pool(x: Tensor, pad: Tensor | None) -> Tensor:
+    """(B, N, D) tokens -> (B, 2D) = concat(max, mean) over the tokens that are not padding."""
+    if pad is None:
+        return torch.cat([x.amax(dim=1), x.mean(dim=1)], dim=-1)
+    keep = pad.logical_not().unsqueeze(-1)  # (B, N, 1)
+    mx = x.masked_fill(~keep, float("-inf")).amax(dim=1)
+    mean = (x * keep).sum(1) / keep.sum(1).clamp_min(1)
+    return torch.cat([mx, mean], dim=-1)
+
+
 class Encoder(nn.Module):
     """Token embedding + positional embedding + optional cls token + timm blocks + final norm.
 
@@ -64,11 +74,12 @@ class Encoder(nn.Module):
         token_embed: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        if pool not in ("mean", "cls"):
-            raise ValueError(f"model.pool must be 'mean' or 'cls', got {pool!r}")
+        if pool not in ("mean", "cls", "max_mean"):
+            raise ValueError(f"model.pool must be 'mean', 'cls' or 'max_mean', got {pool!r}")
         if pool == "cls" and not cls_token:
             raise ValueError("model.pool=cls needs model.cls_token=true")
         self.dim, self.pool_type = dim, pool
+        self.pool_dim = 2 * dim if pool == "max_mean" else dim  # width of `pool`'s output
         self.num_prefix = 1 if cls_token else 0
         # (B, N, C) -> (B, N, D); a Linear on flattened patches equals a strided conv patch embedding.
         self.embed = token_embed(in_dim=token_dim, dim=dim) if token_embed else nn.Linear(token_dim, dim)
@@ -103,13 +114,16 @@ class Encoder(nn.Module):
         return self.norm(self._encode(tokens, keep))
 
     def pool(self, tokens: Tokens) -> Tensor:
-        """(B, D) one embedding per sample from all tokens, as MAE's linear probe / fine-tuning use it.
+        """(B, pool_dim) one embedding per sample from all tokens, as MAE's linear probe / fine-tuning use it.
 
         cls: norm(x)[:, 0]. mean: norm(mean of the non-padding tokens) (MAE's global_pool / timm fc_norm).
+        max_mean: concat(max, mean) of the normalised non-padding tokens, (B, 2D) (Point-MAE style).
         """
         x = self._encode(tokens, None)  # (B, prefix+N, D)
         if self.pool_type == "cls":
             return self.norm(x)[:, 0]
+        if self.pool_type == "max_mean":
+            return max_mean_pool(self.norm(x[:, self.num_prefix :]), tokens.pad)
         x = x[:, self.num_prefix :]  # (B, N, D)
         if tokens.pad is None:
             return self.norm(x.mean(dim=1))

@@ -80,6 +80,18 @@ def block_scores(
     return dist + noise  # small = hidden first
 
 
+def nearest_seed_scores(pos: Tensor, *, num_seeds: int, generator: torch.Generator | None) -> Tensor:
+    """(B, N, P) continuous token positions -> (B, N) scores: Euclidean distance to the nearest of
+    `num_seeds` randomly chosen tokens. Hiding the lowest-M tokens hides spatially contiguous regions
+    (one ball of exactly M tokens around a random seed token for num_seeds=1)."""
+    b, n, _ = pos.shape
+    seeds = torch.rand(b, n, device=pos.device, generator=generator).argsort(dim=1)[:, :num_seeds]  # (B, S)
+    centres = torch.gather(pos.float(), 1, seeds.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))  # (B, S, P)
+    dist = torch.cdist(pos.float(), centres).amin(dim=-1)  # (B, N)
+    noise = torch.rand(dist.shape, device=pos.device, generator=generator) * 1e-6
+    return dist + noise
+
+
 class RandomMasker:
     """MAE: hide a uniformly random subset of exactly round(ratio * N) tokens per sample."""
 
@@ -97,7 +109,8 @@ class RandomMasker:
 
 
 class BlockMasker:
-    """BEiT-style block masking on the token grid with an exact ratio (see `block_scores`)."""
+    """BEiT-style block masking on the token grid with an exact ratio (see `block_scores`); on tokens
+    without a grid (point groups), the tokens nearest to random seed tokens (see `nearest_seed_scores`)."""
 
     def __init__(self, *, ratio: float, num_blocks: int = 1, min_aspect: float = 0.3) -> None:
         num_masked(2, ratio)
@@ -108,17 +121,72 @@ class BlockMasker:
         self.ratio, self.num_blocks, self.min_aspect = ratio, num_blocks, min_aspect
 
     def check_grid(self, grid: tuple[int, ...] | None) -> None:
-        if grid is None:
-            raise ValueError(
-                "mask=block needs tokens on a grid (image, video, spectrogram, series); this modality's "
-                "tokens have no grid: choose mask=random"
-            )
+        """Grid tokens get rectangles; tokens without a grid (point groups) get balls around their `pos`."""
 
     def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
-        self.check_grid(tokens.grid)
-        assert tokens.grid is not None
+        if tokens.grid is None:  # continuous positions: the groups nearest to num_blocks random seed tokens
+            scores = nearest_seed_scores(tokens.pos, num_seeds=self.num_blocks, generator=generator)
+            return mask_from_scores(scores, num_masked(tokens.num_tokens, self.ratio))  # small = hidden
         scores = block_scores(
             tokens.batch_size, tokens.grid, num_blocks=self.num_blocks, min_aspect=self.min_aspect,
             device=tokens.values.device, generator=generator,
         )
         return mask_from_scores(scores, num_masked(tokens.num_tokens, self.ratio))  # small = hidden
+
+
+# ------------------------------------------------------------------------- time / frequency masking
+def line_scores(
+    batch: int,
+    grid: tuple[int, ...],
+    *,
+    axes: tuple[int, ...],
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """(B, N) scores whose lowest values are whole grid lines (time columns and/or frequency rows).
+
+    For every chosen axis a (0 = time, 1 = freq of a (T, F) grid) each line along it gets a random rank r,
+    scored r / size_a + a / (4 T F) (the offset keeps a column and a row from ever tying). A token's score is the
+    smallest score of its lines. Distinct line scores differ by at least 1 / (4 T F), and a token noise
+    below 1 / (8 T F) only orders tokens *within* a line, so the lowest M tokens are: every line (column
+    or row) whose score is below the threshold, whole, plus a random subset of the tokens still visible in
+    exactly one more line (the one at the threshold). With two axes the hidden columns and rows come in
+    equal fractions (e.g. 40 % of columns and 40 % of rows reach a bit over 64 % of tokens).
+    """
+    coords = grid_coords(grid, device=device).long()  # (N, G)
+    n = coords.shape[0]
+    cells = float(n)
+    score = torch.full((batch, n), float("inf"), device=device, dtype=torch.float32)
+    for a in axes:
+        size = grid[a]
+        rank = torch.argsort(torch.argsort(torch.rand(batch, size, device=device, generator=generator), dim=1), dim=1)
+        line = rank.to(torch.float32) / size + a / (4.0 * cells)  # (B, size_a)
+        score = torch.minimum(score, line[:, coords[:, a]])  # (B, N)
+    noise = torch.rand(batch, n, device=device, generator=generator) / (8.0 * cells)
+    return score + noise
+
+
+class TimeFreqMasker:
+    """Structured spectrogram masking (Audio-MAE's time / frequency / time+frequency masking) with an exact
+    count: whole time columns (`time`), whole frequency rows (`freq`) or both, then the remainder inside one
+    more column/row (see `line_scores`). The grid is (T, F): axis 0 time, axis 1 frequency."""
+
+    def __init__(self, *, ratio: float, time: bool = True, freq: bool = True) -> None:
+        num_masked(2, ratio)
+        if not isinstance(time, bool) or not isinstance(freq, bool) or not (time or freq):
+            raise ValueError(f"mask.time / mask.freq must be booleans and at least one true, got {time!r}, {freq!r}")
+        self.ratio, self.axes = ratio, tuple(a for a, on in ((0, time), (1, freq)) if on)
+
+    def check_grid(self, grid: tuple[int, ...] | None) -> None:
+        if grid is None or len(grid) != 2:
+            raise ValueError(
+                f"mask=time/freq/timefreq needs tokens on a 2-D (time, freq) grid such as modality=audio; "
+                f"got grid {grid}: choose mask=random"
+            )
+
+    def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
+        self.check_grid(tokens.grid)
+        assert tokens.grid is not None
+        scores = line_scores(tokens.batch_size, tokens.grid, axes=self.axes, device=tokens.values.device,
+                             generator=generator)
+        return mask_from_scores(scores, num_masked(tokens.num_tokens, self.ratio))  # lowest scores hidden

@@ -40,3 +40,16 @@ class SinCosPosEmbed(nn.Module):
 
     def forward(self, pos: Tensor) -> Tensor:
         return sincos_embed(pos, self.dim)
+
+
+class MLPPosEmbed(nn.Module):
+    """Learned embedding of continuous coordinates (point-cloud centres): Linear -> GELU -> Linear, as
+    Point-MAE's `pos_embed` (3 -> 128 -> dim). (B, N, in_dim) -> (B, N, dim)."""
+
+    def __init__(self, *, dim: int, in_dim: int = 3, hidden: int = 128) -> None:
+        super().__init__()
+        self.dim = dim
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, pos: Tensor) -> Tensor:
+        return self.mlp(pos.float())

@@ -81,8 +81,15 @@ def test_block_masks_are_blocky_not_scattered():
     assert neighbour_share(block) > 1.5 * neighbour_share(rand)
 
 
-def test_block_needs_a_grid():
-    tokens = Tokens(values=torch.randn(2, 10, 3), pos=torch.zeros(2, 10, 3), grid=None)
-    with pytest.raises(ValueError, match="mask=random"):
-        BlockMasker(ratio=0.5)(tokens)
+def test_block_without_grid_hides_the_tokens_nearest_a_seed():
+    # tokens without a grid (point groups): block masking hides a ball around a random seed token
+    pos = torch.rand(2, 10, 3)
+    tokens = Tokens(values=torch.randn(2, 10, 3), pos=pos, grid=None)
+    mask = BlockMasker(ratio=0.5, num_blocks=1)(tokens, torch.Generator().manual_seed(0))
+    assert mask.masked.shape == (2, 5)
+    for b in range(2):
+        hidden = mask.hidden_bool()[b]
+        # some hidden token is the seed: every hidden token is closer to it than every visible one
+        d = torch.cdist(pos[b], pos[b])  # (N, N)
+        assert any(d[s, hidden].max() <= d[s, ~hidden].min() for s in torch.nonzero(hidden).flatten())
     RandomMasker(ratio=0.5)(tokens)  # fine without a grid
