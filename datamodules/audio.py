@@ -19,7 +19,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import soundfile as sf
 import torch
@@ -27,6 +26,7 @@ import torchaudio
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.splits import SplitDataModule
 from datamodules.common import (
     UNLABELED,
     LoadError,
@@ -287,7 +287,7 @@ class AudioDataset(Dataset):
 
 
 # ---------------------------------------------------------------------------------------- datamodule
-class AudioDataModule(L.LightningDataModule):
+class AudioDataModule(SplitDataModule):
     """Audio clips as normalised log-mel spectrograms for Audio-MAE and frozen-feature evaluation.
 
     source: "folder" (`root` with one subfolder per class, or a flat unlabeled folder; or an ESC-50-style CSV
@@ -298,6 +298,8 @@ class AudioDataModule(L.LightningDataModule):
     As debug=fast (written for images) sets them: source "synthetic" is an alias of "demo", `synthetic_size`
     (if set) is the total number of demo clips, and `image_size` is accepted and ignored.
     """
+
+    unit = "clips"
 
     def __init__(
         self,
@@ -427,9 +429,6 @@ class AudioDataModule(L.LightningDataModule):
         self.val_set = subset(val_idx, False)
         self._ready = True
 
-    def setup(self, stage: str | None = None) -> None:
-        self._prepare()
-
     # ------------------------------------------------------------------------------- normalisation
     def compute_stats(self) -> tuple[float, float]:
         """Mean and std of the full-file features of (at most `stats_clips` evenly spaced) train clips."""
@@ -466,42 +465,9 @@ class AudioDataModule(L.LightningDataModule):
             return  # statistics of other features: recompute
         self.normalizer.mean, self.normalizer.std = float(state["feature_mean"]), float(state["feature_std"])
 
-    # ------------------------------------------------------------------------------------ properties
-    @property
-    def classes(self) -> list[str]:
-        self._prepare()
-        return self._classes
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.num_classes > 0
-
     # ----------------------------------------------------------------------------------- dataloaders
-    def _loader(self, dataset: AudioDataset, *, sampler: SeededSampler | None = None, drop_last: bool) -> DataLoader:
-        self.ensure_stats()
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        self._prepare()
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(f"the train split holds {len(self.train_set)} clips, fewer than one batch of "
-                             f"data.batch_size={self.batch_size} (drop_last=True); use a smaller data.batch_size")
-        sampler = SeededSampler(len(self.train_set), seed=self.seed, shuffle=True)
-        return self._loader(self.train_set, sampler=sampler, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        self._prepare()
-        return self._loader(self.val_set, drop_last=False)
-
-    def eval_dataloaders(self) -> tuple[DataLoader, DataLoader]:
-        self._prepare()
-        return self._loader(self.train_eval_set, drop_last=False), self._loader(self.val_set, drop_last=False)
-
+    def _loader(self, dataset: Dataset, *, sampler: SeededSampler | None = None, drop_last: bool) -> DataLoader:
+        self.ensure_stats()  # after a checkpoint restore: reuse, never recompute
+        return super()._loader(dataset, sampler=sampler, drop_last=drop_last)
 
 __all__ = ["AudioDataModule", "FbankFeatures", "crop_or_pad", "decode", "demo_clip", "write_demo", "UNLABELED"]

