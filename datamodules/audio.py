@@ -39,8 +39,10 @@ from datamodules.common import (
     check_on_error,
     check_optional_str,
     index_class_folder,
+    load_from,
     seeded,
     split_indices,
+    try_load,
     verify_files,
 )
 
@@ -260,30 +262,18 @@ class AudioDataset(Dataset):
     def __getitem__(self, key: SampleKey) -> dict[str, Tensor | int]:
         return seeded(key, self._get)
 
+    def _features(self, index: int) -> Tensor:
+        return self.features(self.paths[index])  # (T', F); LoadError on a bad file
+
     def raw(self, position: int) -> Tensor | None:
         """Full-file features of the sample at `position` ((T', F)), None if the file is bad and skipped."""
-        index = self.indices[position]
-        if index in self.bad:
-            return None
-        try:
-            return self.features(self.paths[index])
-        except LoadError as err:
-            if self.on_error == "raise":
-                raise
-            self.bad.add(index)
-            self.skips.skip(err.path, err.reason)
-            return None
+        return try_load(self.indices[position], self._features, bad=self.bad, on_error=self.on_error, skips=self.skips)
 
     def _get(self, position: int) -> dict[str, Tensor | int]:
-        n = len(self.indices)
-        for step in range(n):
-            feats = self.raw((position + step) % n)
-            if feats is None:
-                continue
-            feats = self.normalize(feats) if self.normalize is not None else feats
-            label = self.labels[self.indices[(position + step) % n]]
-            return {"fbank": crop_or_pad(feats, self.frames, random=self.random_crop), "label": label}  # (T, F)
-        raise RuntimeError(f"every one of the {n} clips of this split failed to load")
+        index, feats = load_from(position, self.indices, self._features, bad=self.bad, on_error=self.on_error,
+                                 skips=self.skips, what="clips")
+        feats = self.normalize(feats) if self.normalize is not None else feats
+        return {"fbank": crop_or_pad(feats, self.frames, random=self.random_crop), "label": self.labels[index]}  # (T, F)
 
 
 # ---------------------------------------------------------------------------------------- datamodule

@@ -203,6 +203,34 @@ class SkipCounter:
         warnings.warn(f"skipping {str(path)!r}: {reason}", SkippedFileWarning, stacklevel=2)
 
 
+def try_load(index: int, load: Callable[[int], T], *, bad: set[int], on_error: str, skips: SkipCounter) -> T | None:
+    """load(index), which raises LoadError on a bad file; under on_error="skip" a bad file is warned about,
+    counted, remembered in `bad` (not retried in this process) and gives None; under "raise" it raises."""
+    if index in bad:
+        return None
+    try:
+        return load(index)
+    except LoadError as err:
+        if on_error == "raise":
+            raise
+        bad.add(index)
+        skips.skip(err.path, err.reason)
+        return None
+
+
+def load_from(position: int, indices: Sequence[int], load: Callable[[int], T], *, bad: set[int], on_error: str,
+              skips: SkipCounter, what: str) -> tuple[int, T]:
+    """(index, loaded) for indices[position], or for the next loadable one (wrapping around) when files fail
+    under on_error="skip"; a split where every file fails is a clear error."""
+    n = len(indices)
+    for step in range(n):
+        index = indices[(position + step) % n]
+        loaded = try_load(index, load, bad=bad, on_error=on_error, skips=skips)
+        if loaded is not None:
+            return index, loaded
+    raise RuntimeError(f"every one of the {n} {what} of this split failed to load")
+
+
 def verify_files(
     paths: Sequence[Path],
     labels: Sequence[int],

@@ -28,6 +28,7 @@ from datamodules.common import (
     check_on_error,
     check_optional_str,
     index_class_folder,
+    load_from,
     read_list_csv,
     seeded,
     split_indices,
@@ -195,21 +196,9 @@ class ImageDataset(Dataset):
         return seeded(key, self._get)
 
     def _get(self, position: int) -> dict[str, Tensor | int]:
-        n = len(self.indices)
-        for step in range(n):
-            index = self.indices[(position + step) % n]
-            if index in self.bad:
-                continue
-            try:
-                image = self.images.load(index)  # (C, h, w) uint8
-            except LoadError as err:
-                if self.on_error == "raise":
-                    raise
-                self.bad.add(index)
-                self.skips.skip(err.path, err.reason)
-                continue
-            return {"image": self.transform(image), "label": self.labels[index]}  # (C, H, W), int
-        raise RuntimeError(f"every one of the {n} images of this split failed to load")
+        index, image = load_from(position, self.indices, self.images.load, bad=self.bad, on_error=self.on_error,
+                                 skips=self.skips, what="images")  # (C, h, w) uint8
+        return {"image": self.transform(image), "label": self.labels[index]}  # (C, H, W), int
 
 
 # ---------------------------------------------------------------------------------------- datamodule

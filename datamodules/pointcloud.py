@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from datamodules.splits import SplitDataModule
 from datamodules.common import (
-    LoadError, SampleKey, SkipCounter, check_bool, check_float, check_floats, check_int,
+    LoadError, SampleKey, load_from, SkipCounter, check_bool, check_float, check_floats, check_int,
     check_on_error, check_optional_str, index_class_folder, read_list_csv, seeded, split_indices, split_key,
     verify_files,
 )
@@ -206,25 +206,22 @@ class PointCloudDataset(Dataset):
             key = (mix_seed(self.seed, position), position)
         return seeded(key, self._get)
 
+    def _load_clean(self, index: int) -> Tensor:
+        """(P, 3) finite points of file `index`; any decoder error becomes a LoadError naming the file."""
+        try:
+            return clean_points(self.load(index))
+        except LoadError:
+            raise
+        except Exception as err:  # noqa: BLE001 - decoders raise many kinds
+            raise LoadError(self.names(index), f"{type(err).__name__}: {err}") from err
+
     def _get(self, position: int) -> dict[str, Tensor | int]:
-        n = len(self.indices)
-        for step in range(n):
-            index = self.indices[(position + step) % n]
-            if index in self.bad:
-                continue
-            try:
-                points = clean_points(self.load(index))
-            except Exception as err:  # noqa: BLE001 - decoders raise many kinds
-                if self.on_error == "raise":
-                    raise LoadError(self.names(index), f"{type(err).__name__}: {err}") from err
-                self.bad.add(index)
-                self.skips.skip(self.names(index), f"{type(err).__name__}: {err}")
-                continue
-            x = normalize_unit_sphere(resample(points, self.num_points))  # (num_points, 3)
-            if self.augment is not None:
-                x = self.augment(x)
-            return {"points": x, "label": self.labels[index]}
-        raise RuntimeError(f"every one of the {n} point clouds of this split failed to load")
+        index, points = load_from(position, self.indices, self._load_clean, bad=self.bad, on_error=self.on_error,
+                                  skips=self.skips, what="point clouds")
+        x = normalize_unit_sphere(resample(points, self.num_points))  # (num_points, 3)
+        if self.augment is not None:
+            x = self.augment(x)
+        return {"points": x, "label": self.labels[index]}
 
 
 # ------------------------------------------------------------------------------------------- datamodule
