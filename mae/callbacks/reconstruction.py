@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from mae.types import gather_tokens  # noqa: E402
+from mae.types import Tokens, gather_tokens  # noqa: E402
 
 
 def scatter_tokens(base: Tensor, index: Tensor, values: Tensor) -> Tensor:
@@ -26,8 +26,9 @@ def scatter_tokens(base: Tensor, index: Tensor, values: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def reconstruction_panels(module: L.LightningModule, batch: dict, seed: int) -> tuple[dict[str, Tensor], str]:
-    """Token-value panels (B, N, C) and a note on how the reconstruction was un-normalised."""
+def reconstruction_panels(module: L.LightningModule, batch: dict, seed: int) -> tuple[dict[str, Tensor], Tokens, str]:
+    """Token-value panels (B, N, C), the tokens they came from, and a note on how the reconstruction was
+    un-normalised."""
     gen = torch.Generator(device=module.device).manual_seed(seed)
     out = module(batch, gen)
     tokens, mask, pred = out["tokens"], out["mask"], out["pred"]
@@ -37,10 +38,10 @@ def reconstruction_panels(module: L.LightningModule, batch: dict, seed: int) -> 
     panels = {"original": values, "masked": scatter_tokens(values, mask.masked, torch.full_like(true_hidden, float("nan")))}
     note = f"hidden {mask.masked.shape[1]}/{values.shape[1]} tokens; {module.target.inverse_note}"
     if pixels is None:
-        return panels, note
+        return panels, tokens, note
     panels["reconstruction"] = scatter_tokens(torch.full_like(values, float("nan")), mask.masked, pixels)
     panels["reconstruction + visible"] = scatter_tokens(values, mask.masked, pixels)
-    return panels, note
+    return panels, tokens, note
 
 
 def image_panels(module: L.LightningModule, trainer: L.Trainer, panels: dict[str, Tensor]) -> dict[str, np.ndarray]:
@@ -95,11 +96,11 @@ class ReconstructionPictures(L.Callback):
             return
         if (epoch + 1) % self.every_n_epochs and not last:
             return
-        panels, note = reconstruction_panels(pl_module, self.batch, self.seed)
+        panels, tokens, note = reconstruction_panels(pl_module, self.batch, self.seed)
         path = self.dirpath / f"epoch_{epoch:04d}.png"
         draw = getattr(pl_module.tokenizer, "draw_reconstruction", None)
         if draw is not None:  # a modality with its own picture (point clouds, graphs, series, ...)
-            fig = draw(panels, note, path)
+            fig = draw(panels, tokens, note, path)
         else:  # grid tokens that unpatchify to (B, C, H, W) images
             fig = draw_image_panels(image_panels(pl_module, trainer, panels), note, path)
         self.last_path = path

@@ -51,7 +51,7 @@ class SpectrogramTokenizer(nn.Module):
         """(B, N, p*p) -> (B, 1, T, F), the inverse of the tokenization."""
         return unpatchify(values, self.grid, self.patch_size)
 
-    def draw_reconstruction(self, panels: dict[str, Tensor], note: str, path: Path) -> plt.Figure:
+    def draw_reconstruction(self, panels: dict[str, Tensor], tokens: Tokens, note: str, path: Path) -> plt.Figure:
         """Spectrogram panels (original / masked / reconstruction ...), time left->right, low frequencies at
         the bottom; hidden patches grey. Values are normalised log-mel drawn over `display_range`."""
         names = list(panels)

@@ -32,7 +32,6 @@ class PointCloudTokenizer(nn.Module):
             raise ValueError(f"tokenizer.num_groups must be >= 2 and group_size >= 1, got {num_groups}, {group_size}")
         self.num_groups, self.group_size, self.key = num_groups, group_size, key
         self.token_dim = 3 * group_size
-        self.last_centres: Tensor | None = None  # (B, G, 3) of the last no-grad call, for pictures
 
     def forward(self, batch: dict[str, Tensor]) -> Tokens:
         points = batch[self.key]
@@ -43,18 +42,13 @@ class PointCloudTokenizer(nn.Module):
             )
         with torch.no_grad():  # grouping has no parameters; FPS/kNN indices carry no gradient anyway
             groups, centres = group_points(points.float(), self.num_groups, self.group_size)  # (B,G,k,3), (B,G,3)
-        if not torch.is_grad_enabled():
-            self.last_centres = centres.detach()
         return Tokens(values=groups.flatten(2).to(points.dtype), pos=centres.to(points.dtype), grid=None)
 
-    def draw_reconstruction(self, panels: dict[str, Tensor], note: str, path: Path) -> plt.Figure:
+    def draw_reconstruction(self, panels: dict[str, Tensor], tokens: Tokens, note: str, path: Path) -> plt.Figure:
         """3-D scatter per sample: input, visible groups, reconstructed hidden groups (predicted offsets +
-        their TRUE centre), reconstruction + visible. panels: name -> (B, G, k*3), NaN for hidden groups."""
-        centres = self.last_centres
+        their TRUE centre = tokens.pos), reconstruction + visible. panels: name -> (B, G, k*3), NaN for hidden."""
         b, g, _ = next(iter(panels.values())).shape
-        if centres is None or centres.shape[:2] != (b, g):
-            centres = torch.zeros(b, g, 3)
-        centres = centres.float().cpu()
+        centres = tokens.pos.float().cpu()  # (B, G, 3)
         names = list(panels)
         fig = plt.figure(figsize=(2.6 * len(names), 2.6 * b + 0.6))
         for row in range(b):
