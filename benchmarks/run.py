@@ -30,11 +30,18 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from benchmarks import pointcloud as pointcloud_bench  # noqa: E402
 from benchmarks import audio as audio_bench  # noqa: E402
+from benchmarks import pointcloud as pointcloud_bench  # noqa: E402
 from benchmarks.flops import count_flops, encoder_flops  # noqa: E402
 from benchmarks.models import Runner, build_hf, build_ours  # noqa: E402
 from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure  # noqa: E402
+
+# Per-modality sections after the image throughput benchmark: name -> module with
+# `run(quick: bool) -> dict` and `report(res: dict) -> list[str]` (Markdown lines).
+SECTIONS = {
+    "pointcloud": pointcloud_bench,
+    "audio": audio_bench,
+}
 
 
 @dataclass
@@ -146,14 +153,27 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
 
 
 def report(res: dict) -> str:
-    tp, env = res["throughput"], res["env"]
-    models, b = tp["models"], tp["batch"]
-    ours, hf = models["ours"], models["HF ViTMAE"]
+    env = res["env"]
     out = [
         "# Benchmarks", "",
         f"{env['date']} · {env['cpu']} · {env['threads']} threads · torch {env['torch']} · "
         f"transformers {env['transformers']} · timm {env['timm']} · load avg before/after "
-        f"{env['loadavg_start']:.2f}/{env['loadavg_end']:.2f}", "",
+        f"{env['loadavg_start']:.2f}/{env['loadavg_end']:.2f}",
+    ]
+    if "throughput" in res:
+        out += image_report(res)
+    for name, section in SECTIONS.items():
+        if name in res:
+            out += section.report(res[name])
+    return "\n".join(out) + "\n"
+
+
+def image_report(res: dict) -> list[str]:
+    tp = res["throughput"]
+    models, b = tp["models"], tp["batch"]
+    ours, hf = models["ours"], models["HF ViTMAE"]
+    out = [
+        "",
         f"## Training step, ViT-Tiny/16 MAE at 224 px (batch {b}, fp32, mask 0.75, norm_pix, AdamW)", "",
         "Plain Python loop `module(batch)` → `loss.backward()` → `opt.step()` → `opt.zero_grad()` (no "
         f"Lightning Trainer overhead). HF attention: `{tp['hf_attn_implementation']}`. {tp['rounds']} "
@@ -203,11 +223,7 @@ def report(res: dict) -> str:
         full, vis = e["flops_ratio_0.0"], e["flops_ratio_0.75"]
         out.append(f"| {name} | {e['tokens_all']}+cls / {e['tokens_visible']}+cls | {full / 1e9:.2f} | "
                    f"{vis / 1e9:.2f} | {full / vis:.2f}× |")
-    if "pointcloud" in res:
-        out += pointcloud_bench.report(res["pointcloud"])
-    if "audio" in res:
-        out += audio_bench.report(res["audio"])
-    return "\n".join(out) + "\n"
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -215,7 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="batch 8, 2 rounds, no compile: a smoke test (<60 s)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks", help="where results.md/json go")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated sections to run, of: image, {', '.join(SECTIONS)} (default: all)")
     args = p.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else {"image", *SECTIONS}
+    unknown = only - {"image", *SECTIONS}
+    if unknown:
+        p.error(f"--only: unknown section(s) {sorted(unknown)}; choose from image, {', '.join(SECTIONS)}")
     if args.quick:
         s = Settings(batch=8, warmup=0, min_rounds=2, max_rounds=2, enough_clean=0, budget_s=0.0, compile=False)
     else:
@@ -228,13 +250,16 @@ def main(argv: list[str] | None = None) -> None:
         "loadavg_start": os.getloadavg()[0], "quick": args.quick,
     }
     res: dict = {"env": env, "settings": s.__dict__}
-    res["encoder_flops"] = {
-        "ViT-Tiny/16": encoder_flops(dim=192, depth=12, heads=3),
-        "ViT-Base/16": encoder_flops(dim=768, depth=12, heads=12),
-    }
-    res["throughput"] = throughput(s)
-    res["pointcloud"] = pointcloud_bench.run(quick=args.quick)
-    res["audio"] = audio_bench.run(quick=args.quick)
+    if "image" in only:
+        res["encoder_flops"] = {
+            "ViT-Tiny/16": encoder_flops(dim=192, depth=12, heads=3),
+            "ViT-Base/16": encoder_flops(dim=768, depth=12, heads=12),
+        }
+        res["throughput"] = throughput(s)
+    for name, section in SECTIONS.items():
+        if name in only:
+            print(f"[bench] section {name}", flush=True)
+            res[name] = section.run(quick=args.quick)
     env["loadavg_end"] = os.getloadavg()[0]
     md = report(res)
     print(md)
