@@ -78,7 +78,12 @@ class MAEModule(L.LightningModule):
     @torch.no_grad()
     def embed(self, batch: dict) -> Tensor:
         """(B, D) pooled encoder features of the unmasked input, for evaluation and downstream use."""
-        return self.encoder.pool(self.tokenizer(batch))
+        return self.embed_with(self.encoder, batch)
+
+    @torch.no_grad()
+    def embed_with(self, encoder: nn.Module, batch: dict) -> Tensor:
+        """(B, D) pooled features of `encoder` (this module's or a random-init twin) on the unmasked input."""
+        return encoder.pool(self.tokenizer(batch))
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def _step(self, batch: dict, batch_idx: int, stage: str) -> Tensor:

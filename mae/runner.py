@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics["optim/effective_batch"] = float(module.effective_batch())
     if not trainer.is_global_zero:
         return metrics
-    if cfg.eval.enabled and getattr(datamodule, "has_labels", False):
+    if cfg.eval.enabled and (getattr(datamodule, "has_labels", False) or hasattr(datamodule, "evaluate_frozen")):
         start = time.perf_counter()
         metrics |= evaluate_module(
             module, datamodule, k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature,
