@@ -31,7 +31,11 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from benchmarks import audio as audio_bench  # noqa: E402
+from benchmarks import graph as graph_bench  # noqa: E402
+from benchmarks import ddp as ddp_bench  # noqa: E402
 from benchmarks import pointcloud as pointcloud_bench  # noqa: E402
+from benchmarks import timeseries as timeseries_bench  # noqa: E402
+from benchmarks import video as video_bench  # noqa: E402
 from benchmarks.flops import count_flops, encoder_flops  # noqa: E402
 from benchmarks.models import Runner, build_hf, build_ours  # noqa: E402
 from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure  # noqa: E402
@@ -41,6 +45,10 @@ from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure  # noqa: E402
 SECTIONS = {
     "pointcloud": pointcloud_bench,
     "audio": audio_bench,
+    "graph": graph_bench,
+    "ddp": ddp_bench,
+    "timeseries": timeseries_bench,
+    "video": video_bench,
 }
 
 

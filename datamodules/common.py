@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 from mae.seeding import mix_seed
 
@@ -277,32 +277,58 @@ def verify_files(
 
 
 # ---------------------------------------------------------------------------------------------- seeding
-class SeededSampler(Sampler[tuple[int, int]]):
+class SeededSampler(DistributedSampler):
     """Yields (sample_seed, index) keys; order and seeds depend only on (seed, epoch, position).
 
     shuffle=False keeps the order 0..n-1 (seeds still vary per epoch). Lightning calls `set_epoch` at the start
-    of every epoch (also through its DistributedSamplerWrapper), so a resumed run replays the same epochs.
+    of every epoch, so a resumed run replays the same epochs.
+
+    Distributed: rank r of `num_replicas` takes positions r, r + W, r + 2W, ... of the one global order (the same on
+    every rank), after dropping the last n % W positions, so shards are disjoint and hold no padding duplicates;
+    with per-rank batch B the union of the ranks' batch b is the single-process batch b of size B x W. It is a
+    DistributedSampler subclass only so that Lightning does not wrap it again; num_replicas / rank default to the
+    initialised torch.distributed group (1 / 0 without one). With fewer samples than ranks, rank r gets sample
+    position r mod n (a full-batch graph on every rank). `set_start(k)` skips this rank's first k positions once
+    (a run resumed mid-epoch continues where the checkpoint was taken).
     """
 
-    def __init__(self, num_samples: int, *, seed: int, shuffle: bool) -> None:
+    def __init__(self, num_samples: int, *, seed: int, shuffle: bool, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-        self.num_samples = num_samples
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        num_replicas = num_replicas if num_replicas is not None else (
+            torch.distributed.get_world_size() if distributed else 1)
+        rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"need 0 <= rank < num_replicas, got rank {rank}, num_replicas {num_replicas}")
+        self.num_samples = num_samples  # the global count (before sharding)
         self.seed = seed
         self.shuffle = shuffle
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
+        self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def set_start(self, start: int) -> None:
+        self.start = start
+
     def __len__(self) -> int:
-        return self.num_samples
+        return max(1, self.num_samples // self.num_replicas)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         order = torch.randperm(self.num_samples, generator=gen) if self.shuffle else torch.arange(self.num_samples)
         seeds = torch.randint(0, 2**62, (self.num_samples,), generator=gen)  # (n,) one seed per position
-        return iter(zip(seeds.tolist(), order.tolist()))
+        if self.num_samples < self.num_replicas:  # cannot shard: one sample per rank, repeated across ranks
+            shard = slice(self.rank % self.num_samples + self.start, self.rank % self.num_samples + 1)
+        else:  # drop the tail: no rank repeats a sample to pad its shard
+            usable = len(self) * self.num_replicas
+            shard = slice(self.rank + self.start * self.num_replicas, usable, self.num_replicas)
+        self.start = 0  # skipping applies to one epoch only
+        return iter(zip(seeds[shard].tolist(), order[shard].tolist()))
 
 
 def split_key(key: SampleKey) -> tuple[int | None, int]:

@@ -7,11 +7,15 @@ columns are x, y, z), .ply point clouds. Meshes (.off, .obj, .ply, .stl) are sam
 surface with trimesh. Bad input: non-finite rows are dropped, clouds with fewer points are resampled with
 replacement; empty, degenerate (all points equal) and unreadable files are skipped with a warning and a
 count (on_error="skip") or raise (on_error="raise"); every file failing is a clear error.
+Mesh cache (cache_dir): a mesh is sampled once with `mesh_points` surface points, stored under
+cache_dir/v<version>_<mesh_points>pts/<sha256 of the file>.npy, and each load draws `num_points` of them.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,8 +39,8 @@ SHAPES = ("sphere", "cube", "cylinder", "cone", "torus", "pyramid")
 
 
 # ------------------------------------------------------------------------------------------- reading
-def read_points(path: Path, *, num_points: int, seed: int = 0) -> np.ndarray:
-    """(P, 3) float64 points of a file (a mesh is sampled with max(num_points, 2048) surface points)."""
+def read_points(path: Path, *, num_points: int, seed: int = 0, mesh_points: int = 2048) -> np.ndarray:
+    """(P, 3) float64 points of a file (a mesh is sampled with max(num_points, mesh_points) surface points)."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
@@ -56,7 +60,7 @@ def read_points(path: Path, *, num_points: int, seed: int = 0) -> np.ndarray:
         if isinstance(loaded, trimesh.Scene):
             loaded = loaded.to_geometry() if hasattr(loaded, "to_geometry") else loaded.dump(concatenate=True)
         if isinstance(loaded, trimesh.Trimesh) and len(loaded.faces) and loaded.area > 0:
-            arr, _ = trimesh.sample.sample_surface(loaded, max(num_points, 2048), seed=seed)
+            arr, _ = trimesh.sample.sample_surface(loaded, max(num_points, mesh_points), seed=seed)
         elif hasattr(loaded, "vertices"):  # a point cloud, or a mesh without area
             arr = np.asarray(loaded.vertices)
         else:
@@ -65,6 +69,40 @@ def read_points(path: Path, *, num_points: int, seed: int = 0) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] < 3:
         raise ValueError(f"expected an array of shape (P, >=3), got {arr.shape}")
     return arr[:, :3]
+
+
+MESH_CACHE_VERSION = 1  # bump when the sampling changes: old entries are then never read
+
+
+def mesh_cache_entry(path: Path, *, cache_dir: str | Path, mesh_points: int) -> tuple[Path, int]:
+    """(cache file, sampling seed) of a mesh: cache_dir/v<version>_<mesh_points>pts/<sha256 of the file bytes>.npy.
+    Keyed by content, so an edited file never reuses a stale entry; the seed comes from the same hash, so an
+    entry's content does not depend on which process wrote it first."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    folder = Path(cache_dir).expanduser() / f"v{MESH_CACHE_VERSION}_{mesh_points}pts"
+    return folder / f"{digest}.npy", int(digest[:8], 16)
+
+
+def read_points_cached(path: Path, *, num_points: int, seed: int, cache_dir: str | Path | None,
+                       mesh_points: int) -> np.ndarray:
+    """read_points, except that a mesh (.off/.obj/.ply/.stl) with cache_dir set is sampled ONCE with
+    max(num_points, mesh_points) surface points and stored as float32 .npy; later loads read the entry (the
+    dataset then draws a random num_points subset per load). Point files and cache_dir=None read as before
+    (meshes then re-sampled at every load). Written atomically (temp file + rename): safe with workers/ranks."""
+    if cache_dir is None or path.suffix.lower() not in MESH_EXTS:
+        return read_points(path, num_points=num_points, seed=seed)
+    entry, mesh_seed = mesh_cache_entry(path, cache_dir=cache_dir, mesh_points=mesh_points)
+    if entry.is_file():
+        try:
+            return np.load(entry, allow_pickle=False).astype(np.float64)
+        except (OSError, ValueError):  # a truncated entry (killed writer): sample again and overwrite
+            pass
+    arr = read_points(path, num_points=num_points, seed=mesh_seed, mesh_points=mesh_points)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, arr.astype(np.float32))
+    os.replace(tmp, entry)
+    return arr
 
 
 def clean_points(points: np.ndarray | Tensor) -> Tensor:
@@ -141,17 +179,34 @@ def random_rotation(g: torch.Generator) -> Tensor:
     return q
 
 
-def synthetic_clouds(n: int, *, num_points: int, seed: int, noise: float = 0.01) -> tuple[Tensor, Tensor]:
+ROTATIONS = ("upright", "any")
+
+
+def upright_rotation(g: torch.Generator) -> Tensor:
+    """A rotation about the z axis by a uniform random angle, 3x3."""
+    angle = 2 * math.pi * torch.rand((), generator=g).item()
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def synthetic_clouds(n: int, *, num_points: int, seed: int, noise: float = 0.01, rotation: str = "any",
+                     up_axis: int = 2) -> tuple[Tensor, Tensor]:
     """n labelled shapes (SHAPES, balanced) with random per-axis size, orientation and Gaussian noise.
 
+    rotation="any": uniformly random 3-D orientation; "upright": standing along `up_axis` (the shapes' own
+    axis) with a random turn about it, as ModelNet's aligned models (which Point-MAE's recipe assumes).
     Returns ((n, num_points, 3) float32, (n,) int64); deterministic in seed.
     """
+    if rotation not in ROTATIONS:
+        raise ValueError(f"data.synthetic_rotation must be one of {ROTATIONS}, got {rotation!r}")
     g = torch.Generator().manual_seed(seed)
     labels = (torch.arange(n) % len(SHAPES))[torch.randperm(n, generator=g)]
     clouds = torch.empty(n, num_points, 3)
     for i, label in enumerate(labels.tolist()):
         pts = shape_surface(SHAPES[label], num_points, g)  # (P, 3)
-        pts = pts * (0.6 + 0.8 * torch.rand(3, generator=g)) @ random_rotation(g).T
+        rot = random_rotation(g) if rotation == "any" else upright_rotation(g)
+        pts = pts * (0.6 + 0.8 * torch.rand(3, generator=g)) @ rot.T
+        pts = torch.roll(pts, shifts=up_axis - 2, dims=1)  # the shapes' z axis becomes up_axis
         clouds[i] = pts + noise * torch.randn(num_points, 3, generator=g)
     return clouds, labels
 
@@ -230,7 +285,10 @@ class PointCloudDataModule(SplitDataModule):
 
     source: "shapes" (`synthetic_size` generated clouds of SHAPES) or "folder" (`root` with one subfolder
     per class, ModelNet layout, or a CSV `list` of path[,label]); None: folder if root/list is set, else
-    shapes ("synthetic" is accepted as an alias of "shapes", as debug=fast sets it).
+    shapes ("synthetic" is accepted as an alias of "shapes", as debug=fast sets it). synthetic_rotation:
+    "upright" (turned about up_axis only, as ModelNet's aligned models) or "any" (uniform 3-D rotation).
+    cache_dir: where sampled meshes are cached (None: re-sampled at every load); mesh_points: points per
+    cached mesh (each load then draws num_points of them).
     `image_size` is accepted and ignored so that the image-shaped debug=fast overrides compose.
     """
 
@@ -255,6 +313,9 @@ class PointCloudDataModule(SplitDataModule):
         up_axis: int = 2,
         synthetic_size: int = 600,
         synthetic_noise: float = 0.01,
+        synthetic_rotation: str = "any",
+        cache_dir: str | None = None,
+        mesh_points: int = 8192,
         pin_memory: bool = False,
         image_size: object = None,  # ignored (see class docstring)
     ) -> None:
@@ -290,6 +351,11 @@ class PointCloudDataModule(SplitDataModule):
                                     jitter=check_float("data.aug_jitter", aug_jitter), up_axis=self.up_axis)
         self.synthetic_size = check_int("data.synthetic_size", synthetic_size, minimum=2)
         self.synthetic_noise = check_float("data.synthetic_noise", synthetic_noise)
+        if synthetic_rotation not in ROTATIONS:
+            raise ValueError(f"data.synthetic_rotation must be one of {ROTATIONS}, got {synthetic_rotation!r}")
+        self.synthetic_rotation = synthetic_rotation
+        self.cache_dir = check_optional_str("data.cache_dir", cache_dir)
+        self.mesh_points = check_int("data.mesh_points", mesh_points, minimum=1)
         self.pin_memory = check_bool("data.pin_memory", pin_memory)
         self.skips = SkipCounter()
         self._ready = False
@@ -297,7 +363,8 @@ class PointCloudDataModule(SplitDataModule):
     def _load_source(self) -> tuple[Callable[[int], Tensor], list[int], list[str], Callable[[int], str]]:
         if self.source == "shapes":
             clouds, labels = synthetic_clouds(self.synthetic_size, num_points=self.num_points, seed=self.seed,
-                                              noise=self.synthetic_noise)
+                                              noise=self.synthetic_noise, rotation=self.synthetic_rotation,
+                                              up_axis=self.up_axis)
             return clouds.__getitem__, labels.tolist(), list(SHAPES), lambda i: f"shape #{i}"
         if self.root is not None:
             paths, labels, classes = index_class_folder(self.root, POINT_EXTS)
@@ -305,10 +372,14 @@ class PointCloudDataModule(SplitDataModule):
         else:
             paths, labels, classes = read_list_csv(self.list_csv, extensions=POINT_EXTS)
             what = f"list {self.list_csv!r}"
-        n = self.num_points
-        paths, labels = verify_files(paths, labels, lambda p: clean_points(read_points(p, num_points=n)),
-                                     on_error=self.on_error, what=what, skips=self.skips)
-        load = lambda i: torch.from_numpy(read_points(paths[i], num_points=n, seed=int(torch.randint(0, 2**31, ()))))  # noqa: E731
+        def read(path: Path, seed: int) -> np.ndarray:  # the pre-scan fills the mesh cache; later loads read it
+            return read_points_cached(path, num_points=self.num_points, seed=seed, cache_dir=self.cache_dir,
+                                      mesh_points=self.mesh_points)
+
+        paths, labels = verify_files(paths, labels, lambda p: clean_points(read(p, 0)), on_error=self.on_error,
+                                     what=what, skips=self.skips)
+        # Loads run under the sample's seeded RNG (datamodules.common.seeded): uncached meshes get a fresh sample.
+        load = lambda i: torch.from_numpy(read(paths[i], int(torch.randint(0, 2**31, ()))))  # noqa: E731
         return load, labels, classes, lambda i: str(paths[i])
 
     def _prepare(self) -> None:

@@ -37,3 +37,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return torch.load(path, map_location=map_location or "cpu", weights_only=False)
         except Exception as err:  # truncated or foreign file
             raise RuntimeError(f"checkpoint {path} is corrupt or not a torch checkpoint: {err}") from err
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Raise RuntimeError naming `path` if it is not a readable torch checkpoint (truncated, empty, foreign).
+
+    Memory-mapped load: only the archive's index and the small pickled part are read, not the tensors' bytes.
+    """
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:
+        raise RuntimeError(f"checkpoint {path} is corrupt or not a torch checkpoint: {err}") from err
+
+
+def resume_candidates(run_dir: str | Path) -> list[Path]:
+    """Checkpoints a run directory holds, newest first: checkpoints/*.ckpt (last, step-interval, best) and
+    Lightning's SLURM `hpc_ckpt_*.ckpt` in the run directory."""
+    run_dir = Path(run_dir)
+    found = [*(run_dir / "checkpoints").glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), reverse=True)
+
+
+def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest valid checkpoint of `run_dir`, or None if it holds none (a fresh start).
+
+    A corrupt newer file is reported (warning naming it) and the previous valid one is used; if checkpoints
+    exist but none is valid, RuntimeError naming them: never a silent restart from scratch.
+    """
+    import logging
+
+    candidates = resume_candidates(run_dir)
+    errors = []
+    for path in candidates:
+        try:
+            check_checkpoint(path)
+        except RuntimeError as err:
+            errors.append(str(err))
+            logging.getLogger(__name__).warning("%s; falling back to an older checkpoint", err)
+            continue
+        return path
+    if errors:
+        raise RuntimeError(f"resume=auto: no valid checkpoint in {run_dir}: " + "; ".join(errors) +
+                           " (delete the run directory or set resume=null to start from scratch)")
+    return None

@@ -26,9 +26,12 @@ class Decoder(nn.Module):
         pos_embed: Callable[..., nn.Module],
         window: list[int] | None = None,
         window_shift: bool = True,
+        pos_every_block: bool = False,
     ) -> None:
         super().__init__()
-        self.num_prefix = num_prefix
+        if not isinstance(pos_every_block, bool):
+            raise TypeError(f"model.decoder.pos_every_block must be a bool, got {pos_every_block!r}")
+        self.num_prefix, self.pos_every_block = num_prefix, pos_every_block
         if window is not None:
             window = [int(w) for w in window]
             if not window or min(window) < 1:
@@ -47,22 +50,26 @@ class Decoder(nn.Module):
         return {"mask_token"}
 
     def forward(self, latent: Tensor, tokens: Tokens, mask: Mask) -> Tensor:
+        if mask.decode is not None:  # dual masking: predictions (B, M', out_dim) at mask.decode only
+            return decode_subset(self, latent, tokens, mask)
         x = self.embed(latent)  # (B, prefix+K, Dd)
         prefix, x = x[:, : self.num_prefix], x[:, self.num_prefix :]
         b, m = mask.masked.shape
         x = torch.cat([x, self.mask_token.expand(b, m, -1).to(x.dtype)], dim=1)  # (B, N, Dd) shuffled
         x = gather_tokens(x, mask.restore)  # (B, N, Dd) original order
-        x = x + self.pos_embed(tokens.pos).to(x.dtype)  # pos (B or 1, N, P)
+        pe = self.pos_embed(tokens.pos).to(x.dtype)  # pos (B or 1, N, P) -> (B|1, N, Dd)
+        x = x if self.pos_every_block else x + pe
         x = torch.cat([prefix, x], dim=1)  # (B, prefix+N, Dd)
+        pe = nn.functional.pad(pe, (0, 0, self.num_prefix, 0)) if self.pos_every_block else None  # (B|1, prefix+N, Dd)
         attn_mask = padding_attn_mask(tokens.pad, self.num_prefix)
         if self.window is None:
             for block in self.blocks:
-                x = block(x, attn_mask=attn_mask)
+                x = block(x if pe is None else x + pe, attn_mask=attn_mask)
         else:
             for i, block in enumerate(self.blocks):
                 shift = self.window_shift and i % 2 == 1
                 local = window_attn_mask(tokens.grid, self.window, self.num_prefix, shift=shift, device=x.device)
-                x = block(x, attn_mask=local if attn_mask is None else attn_mask & local)
+                x = block(x if pe is None else x + pe, attn_mask=local if attn_mask is None else attn_mask & local)
         x = self.norm(x[:, self.num_prefix :])  # (B, N, Dd)
         return self.head(gather_tokens(x, mask.masked))  # (B, M, out_dim)
 
@@ -84,3 +91,29 @@ def window_attn_mask(grid: tuple[int, ...] | None, window: list[int], num_prefix
     full = torch.ones(num_prefix + n, num_prefix + n, dtype=torch.bool, device=device)
     full[num_prefix:, num_prefix:] = same
     return full[None, None]
+
+
+def decode_subset(decoder: Decoder, latent: Tensor, tokens: Tokens, mask: Mask) -> Tensor:
+    """VideoMAE V2 dual masking: the decoder sees the visible latents and mask tokens at the `mask.decode`
+    positions only (each with its position embedding), not all N tokens; returns (B, M', out_dim).
+    Attention does not depend on token order, so no `restore` is needed; local windows need the full grid."""
+    if decoder.window is not None:
+        raise ValueError("model.decoder.window (local attention on the full grid) cannot be combined with "
+                         "mask.decoder (the decoder then sees a subset of the tokens): set one of them to null")
+    assert mask.decode is not None
+    x = decoder.embed(latent)  # (B, prefix+K, Dd)
+    prefix, x = x[:, : decoder.num_prefix], x[:, decoder.num_prefix :]
+    b, md = mask.decode.shape
+    pe = decoder.pos_embed(tokens.pos).to(x.dtype)  # (B|1, N, Dd)
+    pe = torch.cat([gather_tokens(pe, mask.keep), gather_tokens(pe, mask.decode)], dim=1)  # (B, K+M', Dd)
+    x = torch.cat([x, decoder.mask_token.expand(b, md, -1).to(x.dtype)], dim=1)  # (B, K+M', Dd)
+    every = getattr(decoder, "pos_every_block", False)
+    x = torch.cat([prefix, x if every else x + pe], dim=1)  # (B, prefix+K+M', Dd)
+    pe = nn.functional.pad(pe, (0, 0, decoder.num_prefix, 0)) if every else None  # (B, prefix+K+M', Dd)
+    pad = None
+    if tokens.pad is not None:
+        pad = torch.cat([torch.gather(tokens.pad, 1, mask.keep), torch.gather(tokens.pad, 1, mask.decode)], dim=1)
+    attn_mask = padding_attn_mask(pad, decoder.num_prefix)
+    for block in decoder.blocks:
+        x = block(x if pe is None else x + pe, attn_mask=attn_mask)
+    return decoder.head(decoder.norm(x[:, -md:]))  # (B, M', out_dim)

@@ -72,8 +72,12 @@ class Encoder(nn.Module):
         pool: str = "mean",
         pos_embed: Callable[..., nn.Module],
         token_embed: Callable[..., nn.Module] | None = None,
+        pos_every_block: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(pos_every_block, bool):
+            raise TypeError(f"model.encoder.pos_every_block must be a bool, got {pos_every_block!r}")
+        self.pos_every_block = pos_every_block  # Point-MAE: pos added before every block, not once at the input
         if pool not in ("mean", "cls", "max_mean"):
             raise ValueError(f"model.pool must be 'mean', 'cls' or 'max_mean', got {pool!r}")
         if pool == "cls" and not cls_token:
@@ -101,12 +105,14 @@ class Encoder(nn.Module):
             values = gather_tokens(values, keep)  # (B, K, C)
             pos = gather_tokens(pos, keep)  # (B, K, P)
             pad = None if pad is None else torch.gather(pad, 1, keep)  # (B, K)
-        x = self.embed(values) + self.pos_embed(pos).to(values.dtype)  # (B, K, D)
+        pe = self.pos_embed(pos).to(values.dtype)  # (B|1, K, D)
+        x = self.embed(values) if self.pos_every_block else self.embed(values) + pe  # (B, K, D)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+K, D)
+        pe = nn.functional.pad(pe, (0, 0, self.num_prefix, 0)) if self.pos_every_block else None  # (B|1, prefix+K, D)
         attn_mask = padding_attn_mask(pad, self.num_prefix)
         for block in self.blocks:
-            x = block(x, attn_mask=attn_mask)
+            x = block(x if pe is None else x + pe, attn_mask=attn_mask)
         return x
 
     def forward(self, tokens: Tokens, keep: Tensor | None = None) -> Tensor:

@@ -1,6 +1,7 @@
 """Reconstruction losses on the hidden tokens only. pred/target: (B, M, C); weight: (B, M) or None."""
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -46,3 +47,14 @@ def masked_chamfer(pred: Tensor, target: Tensor, weight: Tensor | None = None, *
     per_token = chamfer_distance(pred.reshape(b, m, c // point_dim, point_dim),
                                  target.reshape(b, m, -1, point_dim), norm=norm)  # (B, M)
     return weighted_token_mean(per_token, weight)
+
+
+def sce_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None, *, alpha: float = 3.0) -> Tensor:
+    """GraphMAE's scaled cosine error: mean over hidden tokens of (1 - cos(pred, target))^alpha, alpha >= 1.
+
+    pred/target: (B, M, C); both are L2-normalised per token (eps 1e-12, as F.normalize) before the dot product.
+    """
+    if alpha < 1:
+        raise ValueError(f"loss.alpha must be >= 1 (GraphMAE uses 1-3), got {alpha}")
+    cos = (F.normalize(pred.float(), dim=-1) * F.normalize(target.float(), dim=-1)).sum(dim=-1)  # (B, M)
+    return weighted_token_mean((1.0 - cos).pow(alpha), weight)

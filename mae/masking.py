@@ -93,19 +93,22 @@ def nearest_seed_scores(pos: Tensor, *, num_seeds: int, generator: torch.Generat
 
 
 class RandomMasker:
-    """MAE: hide a uniformly random subset of exactly round(ratio * N) tokens per sample."""
+    """MAE: hide a uniformly random subset of exactly round(ratio * N) tokens per sample (MAE-ST's random
+    space-time masking on video). `decoder="running_cell"`: VideoMAE V2 dual masking (see `DecoderMasking`)."""
 
-    def __init__(self, *, ratio: float) -> None:
+    def __init__(self, *, ratio: float, decoder: str | None = None, decoder_ratio: float = 0.5) -> None:
         num_masked(2, ratio)  # validates the ratio early
         self.ratio = ratio
+        self.decoder_masking = DecoderMasking(kind=decoder, ratio=decoder_ratio)
 
     def check_grid(self, grid: tuple[int, ...] | None) -> None:
-        """Any token set can be masked at random."""
+        """Any token set can be masked at random (a decoder mask needs a (T, H, W) grid)."""
+        self.decoder_masking.check_grid(grid)
 
     def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
         b, n = tokens.batch_size, tokens.num_tokens
         scores = random_scores(b, n, device=tokens.values.device, generator=generator)
-        return mask_from_scores(scores, num_masked(n, self.ratio))
+        return self.decoder_masking(mask_from_scores(scores, num_masked(n, self.ratio)), tokens, generator)
 
 
 class BlockMasker:
@@ -122,6 +125,9 @@ class BlockMasker:
 
     def check_grid(self, grid: tuple[int, ...] | None) -> None:
         """Grid tokens get rectangles; tokens without a grid (point groups) get balls around their `pos`."""
+        if grid is not None and len(grid) == 3:
+            raise ValueError(f"mask=block draws 2-D (BEiT) rectangles and the tokens lie on a (T, H, W) grid {grid} "
+                             "(modality=video): choose mask=tube, mask=random or mask=frame")
 
     def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
         if tokens.grid is None:  # continuous positions: the groups nearest to num_blocks random seed tokens
@@ -190,3 +196,133 @@ class TimeFreqMasker:
         scores = line_scores(tokens.batch_size, tokens.grid, axes=self.axes, device=tokens.values.device,
                              generator=generator)
         return mask_from_scores(scores, num_masked(tokens.num_tokens, self.ratio))  # lowest scores hidden
+
+
+# ------------------------------------------------------------------------------ video: tube / frame masks
+def check_time_grid(grid: tuple[int, ...] | None, what: str) -> tuple[int, int, int]:
+    """The (T, H, W) grid of video tokens; a clear error for tokens without a time axis. A 3-D grid is the
+    test for "has a time axis": images (H, W) and spectrograms (T, F) are 2-D (on audio use mask=time)."""
+    if grid is None or len(grid) != 3:
+        raise ValueError(
+            f"{what} needs tokens on a (T, H, W) space-time grid such as modality=video; got grid {grid}: "
+            "choose mask=random or mask=block (images), mask=time/freq/timefreq (audio)"
+        )
+    t, h, w = grid
+    return t, h, w
+
+
+def tube_scores(batch: int, grid: tuple[int, int, int], *, device: torch.device,
+                generator: torch.Generator | None) -> Tensor:
+    """(B, T*H*W) scores equal along time: one random score per spatial position, repeated over the T time
+    steps, so the lowest T*m tokens are the same m spatial positions in every time step (VideoMAE's tubes)."""
+    t, h, w = grid
+    spatial = torch.rand(batch, 1, h * w, device=device, generator=generator)  # (B, 1, H*W)
+    return spatial.expand(batch, t, h * w).reshape(batch, t * h * w)  # (B, N), row-major (t, h, w)
+
+
+def frame_scores(batch: int, grid: tuple[int, int, int], *, device: torch.device,
+                 generator: torch.Generator | None) -> Tensor:
+    """(B, T*H*W) scores equal within a time step: hiding the lowest f*H*W tokens hides f whole time steps."""
+    t, h, w = grid
+    per_step = torch.rand(batch, t, 1, device=device, generator=generator)  # (B, T, 1)
+    return per_step.expand(batch, t, h * w).reshape(batch, t * h * w)  # (B, N)
+
+
+class TubeMasker:
+    """VideoMAE tube masking: one random spatial mask of exactly `num_masked(H*W, ratio)` positions per
+    sample, shared by all T time steps (hidden tokens = T times that). Ties between the T copies of a
+    position never matter: whole positions are hidden or kept. `decoder="running_cell"`: VideoMAE V2."""
+
+    what = "mask=tube"
+
+    def __init__(self, *, ratio: float, decoder: str | None = None, decoder_ratio: float = 0.5) -> None:
+        num_masked(2, ratio)
+        self.ratio = ratio
+        self.decoder_masking = DecoderMasking(kind=decoder, ratio=decoder_ratio)
+
+    def check_grid(self, grid: tuple[int, ...] | None) -> None:
+        check_time_grid(grid, self.what)
+        self.decoder_masking.check_grid(grid)
+
+    def scores(self, grid: tuple[int, int, int], batch: int, device: torch.device,
+               generator: torch.Generator | None) -> tuple[Tensor, int]:
+        t, h, w = grid
+        return tube_scores(batch, grid, device=device, generator=generator), t * num_masked(h * w, self.ratio)
+
+    def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
+        grid = check_time_grid(tokens.grid, self.what)
+        scores, hidden = self.scores(grid, tokens.batch_size, tokens.values.device, generator)
+        return self.decoder_masking(mask_from_scores(scores, hidden), tokens, generator)  # lowest scores hidden
+
+
+class FrameMasker(TubeMasker):
+    """Whole time steps hidden: exactly `num_masked(T, ratio)` of the T token time steps per sample."""
+
+    what = "mask=frame"
+
+    def scores(self, grid: tuple[int, int, int], batch: int, device: torch.device,
+               generator: torch.Generator | None) -> tuple[Tensor, int]:
+        t, h, w = grid
+        if t < 2:
+            raise ValueError(f"mask=frame needs at least 2 token time steps, got grid {grid}: "
+                             "raise data.num_frames or lower tokenizer.tubelet_size")
+        return frame_scores(batch, grid, device=device, generator=generator), h * w * num_masked(t, self.ratio)
+
+
+# ------------------------------------------------------------------- VideoMAE V2 dual masking (decoder side)
+def running_cell_visible(grid: tuple[int, int, int], *, ratio: float, start: Tensor) -> Tensor:
+    """(B, T*H*W) bool, True where VideoMAE V2's running-cell decoder mask lets the decoder reconstruct.
+
+    A cell is a queue of 4 = int(4 ratio) ones (not decoded) then zeros; in time step t the queue is read
+    from (start + t + 1) mod 4 and laid out as a 2x2 unit tiled over (H, W) (V2's `RunningCellMaskingGenerator`:
+    `run_cell()` before `get_cell()`, `np.tile(unit, (H/2, W/2))`; odd H or W are cut, not an error).
+    start: (B,) int64 pointer positions in [0, 4).
+    """
+    t, h, w = grid
+    hidden_per_cell = int(4 * ratio)
+    device = start.device
+    ti = torch.arange(t, device=device).view(t, 1, 1)
+    cell = (2 * (torch.arange(h, device=device) % 2)).view(1, h, 1) + (torch.arange(w, device=device) % 2).view(1, 1, w)
+    slot = (cell + ti + 1).reshape(1, -1) + start.view(-1, 1)  # (B, N) position in the rotating queue
+    return slot % 4 >= hidden_per_cell
+
+
+class DecoderMasking:
+    """The decoder side of VideoMAE V2's dual masking: of the M hidden tokens the decoder reconstructs exactly
+    M' = max(1, round(M (1 - ratio))), chosen by the running-cell pattern (`running_cell_visible`, a random
+    start per sample): hidden tokens where the cell lets the decoder see come first, the remaining places are
+    filled (or the surplus dropped) at random, so shapes stay static. kind=None: the decoder reconstructs
+    every hidden token (plain MAE).
+
+    Deviation, stated: V2's code decodes every token outside its decoder mask, also the few that the encoder
+    saw (labels = all of them); here, as its paper's loss, the decoder predicts hidden tokens only.
+    """
+
+    KINDS = ("running_cell",)
+
+    def __init__(self, *, kind: str | None, ratio: float) -> None:
+        if kind is not None and kind not in self.KINDS:
+            raise ValueError(f"mask.decoder must be null or one of {self.KINDS}, got {kind!r}")
+        if kind is not None and not 0.0 < int(4 * ratio) < 4:
+            raise ValueError(f"mask.decoder_ratio={ratio}: the running cell hides int(4 ratio) of 4 tokens, which "
+                             "must be 1, 2 or 3: choose a ratio in [0.25, 1)")
+        self.kind, self.ratio = kind, float(ratio)
+
+    def check_grid(self, grid: tuple[int, ...] | None) -> None:
+        if self.kind is not None:
+            check_time_grid(grid, f"mask.decoder={self.kind}")
+
+    def __call__(self, mask: Mask, tokens: Tokens, generator: torch.Generator | None) -> Mask:
+        if self.kind is None:
+            return mask
+        grid = check_time_grid(tokens.grid, f"mask.decoder={self.kind}")
+        b, m = mask.masked.shape
+        device = mask.masked.device
+        start = torch.randint(0, 4, (b,), device=device, generator=generator)
+        visible = running_cell_visible(grid, ratio=self.ratio, start=start)  # (B, N)
+        noise = torch.rand(b, m, device=device, generator=generator)  # (B, M) random order inside each kind
+        priority = torch.gather(visible, 1, mask.masked).to(noise.dtype) + noise  # (B, M): cell-visible first
+        count = max(1, round(m * (1.0 - self.ratio)))
+        chosen = torch.argsort(priority, dim=1, descending=True)[:, :count]  # (B, M') positions in `masked`
+        return Mask(keep=mask.keep, masked=mask.masked, restore=mask.restore,
+                    decode=torch.gather(mask.masked, 1, chosen))

@@ -68,10 +68,10 @@ class MAEModule(L.LightningModule):
         """One masked reconstruction: returns tokens, mask, pred (B, M, C'), target (B, M, C'), loss."""
         tokens = self.tokenizer(batch)  # values (B, N, C)
         mask = self.masker(tokens, generator)  # keep (B, K), masked (B, M)
-        latent = self.encoder(tokens, mask.keep)  # (B, prefix+K, D)
-        pred = self.decoder(latent, tokens, mask)  # (B, M, C')
-        target = gather_tokens(self.target(tokens), mask.masked)  # (B, M, C')
-        weight = None if tokens.pad is None else torch.gather(tokens.pad, 1, mask.masked).logical_not().float()
+        latent = self.encoder(mask.encoder_input(tokens), mask.keep)  # (B, prefix+K, D)
+        pred = self.decoder(latent, tokens, mask)  # (B, M, C'); M' = mask.predicted's width under dual masking
+        target = gather_tokens(self.target(tokens), mask.predicted)  # (B, M, C')
+        weight = None if tokens.pad is None else torch.gather(tokens.pad, 1, mask.predicted).logical_not().float()
         loss = self.loss_fn(pred, target, weight)
         return {"tokens": tokens, "mask": mask, "pred": pred, "target": target, "loss": loss}
 
@@ -82,8 +82,12 @@ class MAEModule(L.LightningModule):
 
     @torch.no_grad()
     def embed_with(self, encoder: nn.Module, batch: dict) -> Tensor:
-        """(B, D) pooled features of `encoder` (this module's or a random-init twin) on the unmasked input."""
-        return encoder.pool(self.tokenizer(batch))
+        """(B, D) pooled features of `encoder` (this module's or a random-init twin) on the unmasked input.
+        A tokenizer that folds several token sequences into one sample (time-series channels) merges their
+        pooled rows back per sample with `merge_pooled(features, batch)`."""
+        features = encoder.pool(self.tokenizer(batch))  # (B, D), or (B*C, D) for folded channels
+        merge = getattr(self.tokenizer, "merge_pooled", None)
+        return features if merge is None else merge(features, batch)
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def _step(self, batch: dict, batch_idx: int, stage: str) -> Tensor:
@@ -97,7 +101,7 @@ class MAEModule(L.LightningModule):
                 f"trainer.gradient_clip_val, or use trainer.precision=32-true"
             )
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True,
-                 sync_dist=stage != "train", batch_size=batch_size_of(batch))
+                 sync_dist=True, batch_size=batch_size_of(batch))  # mean over ranks (no-op on one process)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

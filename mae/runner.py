@@ -11,9 +11,15 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
+from mae.checkpoint_io import find_resume_checkpoint
 from mae.config_check import validate
+from mae.distributed import describe, resolve_batch
+from mae.preemption import PreemptionCheckpoint
+from mae.sweep import check_sweeper_direction
 from mae.eval import format_summary
 from mae.eval.encoders import evaluate_module
 
@@ -32,8 +38,40 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     module = instantiate(cfg.module)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = [instantiate(p) for p in (cfg.trainer.get("plugins") or [])]
+    if SLURMEnvironment.detect():
+        # Ranks from SLURM (one task per GPU); requeue is done by mae.preemption.PreemptionCheckpoint, which saves
+        # between steps, instead of Lightning's handler, which saves from inside the signal handler.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
     return datamodule, module, trainer
+
+
+def resolve_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: `ckpt_path` if given, the run directory's newest valid checkpoint with
+    `resume=auto` (None when it holds none yet), else None."""
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume not in (None, "auto"):
+        raise ValueError(f"resume must be null or auto, got {resume!r} (a file goes to ckpt_path=...)")
+    if resume == "auto" and ckpt_path is not None:
+        raise ValueError("set either resume=auto or ckpt_path=FILE, not both")
+    if resume == "auto":
+        found = find_resume_checkpoint(cfg.run_dir)
+        log.info("resume=auto: %s", f"resuming from {found}" if found else "no checkpoint yet, starting fresh")
+        return None if found is None else str(found)
+    return ckpt_path
+
+
+def resolve_optimisation(cfg: DictConfig, run_dir: Path) -> dict:
+    """Effective batch -> accumulation (written into cfg.trainer), printed and saved as run_dir/resolved.yaml."""
+    resolved = describe(resolve_batch(cfg), blr=float(cfg.optim.blr), lr=cfg.optim.get("lr"))
+    if rank_zero_only.rank == 0:
+        text = OmegaConf.to_yaml(OmegaConf.create({"optim": resolved}))
+        tmp = run_dir / ".resolved.yaml.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, run_dir / "resolved.yaml")
+        print("resolved optimisation: " + ", ".join(f"{k}={v}" for k, v in resolved.items()), flush=True)
+    return resolved
 
 
 def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -49,19 +87,32 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Fit and evaluate one configuration; writes <run_dir>/metrics.json and returns its content."""
     validate(cfg)
+    check_sweeper_direction(cfg.objective)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resolve_resume(cfg)
+    resolve_optimisation(cfg, run_dir)
     datamodule, module, trainer = build(cfg)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = scalar_metrics(trainer)
     metrics["train/epochs"] = float(trainer.current_epoch)
     metrics["train/steps"] = float(trainer.global_step)
     metrics["train/fit_seconds"] = time.perf_counter() - start
+    metrics["train/rank"] = float(trainer.global_rank)
     if module.resolved_lr is not None:
         metrics["optim/lr"] = module.resolved_lr
         metrics["optim/effective_batch"] = float(module.effective_batch())
+        metrics["optim/accumulate_grad_batches"] = float(trainer.accumulate_grad_batches)
+        metrics["optim/world_size"] = float(trainer.world_size)
+    preempted = [c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint) and c.stopped_at_step is not None]
+    if preempted:
+        metrics["train/preempted"] = 1.0
+        if trainer.is_global_zero:
+            print(f"\nstopped by {preempted[0].received.name} at step {preempted[0].stopped_at_step}: checkpoint "
+                  f"saved; continue with the same overrides and resume=auto hydra.run.dir={run_dir}")
+        return metrics
     if not trainer.is_global_zero:
         return metrics
     if cfg.eval.enabled and (getattr(datamodule, "has_labels", False) or hasattr(datamodule, "evaluate_frozen")):
@@ -81,7 +132,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def objective_value(metrics: dict[str, float], objective: str) -> float:
-    """The number a Hydra sweeper optimises; a clear error if the run did not produce it."""
+    """The number a Hydra sweeper optimises; a clear error if the run did not produce it. Ranks other than 0
+    (which do not evaluate) and runs stopped by a signal return NaN."""
+    if metrics.get("train/rank", 0.0) > 0 or metrics.get("train/preempted"):
+        return float("nan")
     if objective not in metrics:
         raise KeyError(f"objective {objective!r} is not among the run's metrics: {sorted(metrics)}")
     return metrics[objective]

@@ -15,12 +15,15 @@ class Tokens:
     pos:    (B or 1, N, P) coordinates used for the positional embedding (grid indices for grids).
     grid:   token grid shape, e.g. (H, W), (T, H, W) or (T, F); None for unstructured tokens.
     pad:    (B, N) True where a token is padding; None when every token is real.
+    edge_index: (2, E) int64 edges between tokens, as indices into the flattened B*N token list (sample b's
+            token i is b*N + i; padding tokens have no edges); None for tokens without a graph structure.
     """
 
     values: Tensor
     pos: Tensor
     grid: tuple[int, ...] | None = None
     pad: Tensor | None = None
+    edge_index: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -38,16 +41,29 @@ class Mask:
     keep:    (B, K) indices of visible tokens (K is the same for every sample: static shapes).
     masked:  (B, M) indices of hidden tokens, K + M = N.
     restore: (B, N) inverse permutation: gathering cat([keep, masked]) with it gives 0..N-1.
+    decode:  (B, M') optional subset of `masked`: the only hidden tokens the decoder reconstructs
+             (VideoMAE V2 dual masking); None = all of `masked`.
     """
 
     keep: Tensor
     masked: Tensor
     restore: Tensor
+    decode: Tensor | None = None
+
+    @property
+    def predicted(self) -> Tensor:
+        """(B, M') indices of the tokens the decoder predicts and the loss is taken on."""
+        return self.masked if self.decode is None else self.decode
 
     @property
     def shuffle(self) -> Tensor:
         """(B, N) the permutation itself: visible indices first, then hidden ones."""
         return torch.cat([self.keep, self.masked], dim=1)
+
+    def encoder_input(self, tokens: Tokens) -> Tokens:
+        """The tokens the encoder sees: unchanged here; a masker's Mask subclass may corrupt hidden tokens
+        (GraphMAE's random replacement, mae/graph_masking.py)."""
+        return tokens
 
     def hidden_bool(self) -> Tensor:
         """(B, N) True where a token is hidden; for pictures and tests, not for the hot path."""

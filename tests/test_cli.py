@@ -29,6 +29,8 @@ def test_every_config_group_option_composes(group, tmp_path):
         overrides = [f"{group}={option}"]
         if group == "target" and option == "hog":
             overrides += ["tokenizer.patch_size=8", "target.cell_size=4", "data.image_size=32"]
+        if group == "mask" and option in ("tube", "frame"):  # space-time masks need a (T, H, W) grid
+            overrides += ["modality=video"]
         cfg = compose_cfg([*FAST, *overrides], tmp_path)
         validate(cfg)
         if group in ("modality", "mask", "target", "loss", "model", "optim"):

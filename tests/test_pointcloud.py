@@ -217,3 +217,100 @@ def test_shapes_source_train_batches_are_seeded_and_augmented():
     a, b = first(0), first(0)
     assert torch.equal(a, b) and not torch.equal(a, first(1))
     assert a.shape == (4, 128, 3) and a.norm(dim=-1).amax() > 1.01  # scaled / translated beyond the unit sphere
+
+
+def test_mesh_cache_is_used_and_invalidated_when_the_file_changes(tmp_path, monkeypatch):
+    import trimesh
+
+    import datamodules.pointcloud as pc
+
+    root, cache = tmp_path / "data", tmp_path / "cache"
+    for cls, mesh in (("box", trimesh.creation.box()), ("ball", trimesh.creation.icosphere(subdivisions=2))):
+        (root / cls).mkdir(parents=True)
+        mesh.export(root / cls / "m.off")
+    calls: list[str] = []
+    real = pc.read_points
+    monkeypatch.setattr(pc, "read_points", lambda path, **kw: calls.append(path.name) or real(path, **kw))
+
+    def make(cache_dir) -> PointCloudDataModule:
+        dm = PointCloudDataModule(root=str(root), num_points=64, batch_size=1, val_fraction=0.5,
+                                  cache_dir=cache_dir, mesh_points=500)
+        dm.setup()
+        return dm
+
+    dm = make(str(cache))
+    assert len(calls) == 2  # the pre-scan sampled each mesh once and stored it
+    entries = sorted(cache.glob("v*/*.npy"))
+    assert len(entries) == 2 and all(np.load(e).shape == (500, 3) for e in entries)
+    first = dm.train_set[(1, 0)]["points"]
+    for key in [(2, 0), (3, 0), 0]:
+        dm.train_set[key], dm.val_set[key if isinstance(key, int) else 0]
+    assert len(calls) == 2  # every later load read the cache
+    assert first.shape == (64, 3) and not torch.equal(first, dm.train_set[(2, 0)]["points"])  # a new subset per seed
+    make(str(cache))
+    assert len(calls) == 2  # a new datamodule (another process) reuses the entries
+    trimesh.creation.box(extents=(2.0, 1.0, 0.5)).export(root / "box" / "m.off")  # the file changes
+    make(str(cache))
+    assert len(calls) == 3 and len(list(cache.glob("v*/*.npy"))) == 3  # only the changed file is sampled again
+    box = pc.read_points_cached(root / "box" / "m.off", num_points=64, seed=0, cache_dir=cache, mesh_points=500)
+    assert len(calls) == 3 and np.ptp(box, axis=0) == pytest.approx([2.0, 1.0, 0.5], abs=0.05)  # the new box
+    nocache = make(None)
+    before = len(calls)
+    nocache.train_set[(1, 0)]
+    assert len(calls) == before + 1  # without a cache a mesh is sampled at every load
+
+
+def test_pos_every_block_adds_positions_before_each_block():
+    from mae.decoder import Decoder
+    from mae.types import Mask
+
+    torch.manual_seed(0)
+    tokens = Tokens(values=torch.randn(2, 6, 12), pos=torch.randn(2, 6, 3))
+    for cls in (True, False):
+        enc = Encoder(token_dim=12, dim=16, depth=2, num_heads=2, cls_token=cls, pos_embed=MLPPosEmbed,
+                      pos_every_block=True).eval()
+        pe = enc.pos_embed(tokens.pos)  # (B, N, D)
+        x = enc.embed(tokens.values)
+        if cls:
+            x = torch.cat([enc.cls_token.expand(2, -1, -1), x], 1)
+            pe = torch.cat([torch.zeros(2, 1, 16), pe], 1)
+        for block in enc.blocks:
+            x = block(x + pe)
+        torch.testing.assert_close(enc(tokens), enc.norm(x))
+        once = Encoder(token_dim=12, dim=16, depth=2, num_heads=2, cls_token=cls, pos_embed=MLPPosEmbed)
+        once.load_state_dict(enc.state_dict())
+        assert not torch.allclose(once.eval()(tokens), enc(tokens))  # the flag changes the computation
+    keep, masked = torch.tensor([[0, 2], [5, 1]]), torch.tensor([[1, 3, 4, 5], [0, 2, 3, 4]])
+    mask = Mask(keep=keep, masked=masked, restore=torch.cat([keep, masked], 1).argsort(1))
+    dec = Decoder(enc_dim=16, num_prefix=0, out_dim=12, dim=16, depth=2, num_heads=2, pos_embed=MLPPosEmbed,
+                  pos_every_block=True).eval()
+    latent = torch.randn(2, 2, 16)
+    x = torch.cat([dec.embed(latent), dec.mask_token.expand(2, 4, -1)], 1).gather(
+        1, mask.restore[..., None].expand(-1, -1, 16))  # (B, N, Dd) original order
+    pe = dec.pos_embed(tokens.pos)
+    for block in dec.blocks:
+        x = block(x + pe)
+    expected = dec.head(dec.norm(x).gather(1, masked[..., None].expand(-1, -1, 16)))
+    torch.testing.assert_close(dec(latent, tokens, mask), expected)
+    with pytest.raises(TypeError, match="pos_every_block"):
+        Encoder(token_dim=12, dim=16, depth=1, num_heads=2, pos_embed=MLPPosEmbed, pos_every_block="true")
+
+
+def test_pointnet_widths():
+    emb = PointNetEmbed(in_dim=48, dim=24, widths=(8, 16, 32))
+    assert emb(torch.randn(2, 5, 48)).shape == (2, 5, 24)
+    assert emb.first[0].out_features == 8 and emb.second[0].in_features == 32 and emb.second[0].out_features == 32
+    with pytest.raises(ValueError, match="widths"):
+        PointNetEmbed(in_dim=48, dim=24, widths=(8, 16))
+
+
+def test_synthetic_rotation_upright_keeps_the_shapes_axis_on_up_axis():
+    def cross_cov(rotation: str) -> torch.Tensor:  # |cov(up, other axes)| per cloud, (12, 2)
+        x, _ = synthetic_clouds(12, num_points=2048, seed=0, rotation=rotation, up_axis=1)
+        x = x - x.mean(1, keepdim=True)
+        return (x.transpose(1, 2) @ x / x.shape[1])[:, 1, [0, 2]].abs()
+
+    assert cross_cov("upright").max() < 0.03  # mirror-symmetric shapes turned about y only: y stays a principal axis
+    assert cross_cov("any").max() > 0.1
+    with pytest.raises(ValueError, match="synthetic_rotation"):
+        PointCloudDataModule(synthetic_rotation="tilted")

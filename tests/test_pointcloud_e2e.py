@@ -29,6 +29,19 @@ def test_modality_defaults_are_point_mae(tmp_path):
     assert image_block.ratio == 0.75 and image_block.num_blocks == 4  # image defaults unchanged
 
 
+def test_modality_selects_a_point_mae_model_and_an_explicit_model_wins(tmp_path):
+    enc = instantiate(compose_cfg(["modality=pointcloud"], tmp_path).module).encoder  # conf/model/pointmae_cpu.yaml
+    assert (enc.dim, len(enc.blocks), enc.pool_type, enc.num_prefix, enc.pos_every_block) == (128, 4, "max_mean", 0, True)
+    assert enc.embed.first[0].out_features == 32  # the CPU-sized mini-PointNet
+    full = compose_cfg(["modality=pointcloud", "model=pointmae"], tmp_path)
+    validate(full)
+    assert (full.model.encoder.dim, full.model.encoder.depth, full.token_embed.widths) == (384, 12, [128, 256, 512])
+    tiny = compose_cfg(["modality=pointcloud", "model=tiny"], tmp_path)
+    assert (tiny.model.encoder.dim, tiny.model.encoder.token_embed.widths) == (192, [128, 256, 512])
+    image = compose_cfg([], tmp_path).model
+    assert image.encoder.dim == 128 and image.encoder.cls_token and "pos_every_block" not in image.encoder
+
+
 def test_paper_recipe_composes(tmp_path):
     cfg = compose_cfg(["experiment=pointmae_modelnet40", "data.root=/data/modelnet40"], tmp_path)
     validate(cfg)
@@ -38,6 +51,8 @@ def test_paper_recipe_composes(tmp_path):
     assert cfg.trainer.max_epochs == 300 and cfg.optim.warmup_epochs == 10
     module = instantiate(cfg.module)
     assert type(module.encoder.embed).__name__ == "PointNetEmbed" and module.encoder.pool_dim == 768
+    assert module.encoder.pos_every_block and module.decoder.pos_every_block
+    assert module.encoder.embed.second[0].out_features == 512  # Point-MAE's mini-PointNet widths
 
 
 @pytest.mark.parametrize("mask", ["random", "block"])

@@ -34,13 +34,16 @@ def reconstruction_panels(module: L.LightningModule, batch: dict, seed: int) -> 
     tokens, mask, pred = out["tokens"], out["mask"], out["pred"]
     values = tokens.values.float()
     true_hidden = gather_tokens(values, mask.masked)
-    pixels = module.target.invert(pred.float(), true_hidden)
+    predicted = mask.predicted  # (B, M') = mask.masked unless the decoder reconstructs a subset (dual masking)
+    pixels = module.target.invert(pred.float(), gather_tokens(values, predicted))
     panels = {"original": values, "masked": scatter_tokens(values, mask.masked, torch.full_like(true_hidden, float("nan")))}
     note = f"hidden {mask.masked.shape[1]}/{values.shape[1]} tokens; {module.target.inverse_note}"
+    if mask.decode is not None:
+        note += f"; decoder reconstructs {predicted.shape[1]} of them"
     if pixels is None:
         return panels, tokens, note
-    panels["reconstruction"] = scatter_tokens(torch.full_like(values, float("nan")), mask.masked, pixels)
-    panels["reconstruction + visible"] = scatter_tokens(values, mask.masked, pixels)
+    panels["reconstruction"] = scatter_tokens(torch.full_like(values, float("nan")), predicted, pixels)
+    panels["reconstruction + visible"] = scatter_tokens(panels["masked"], predicted, pixels)  # undecoded: grey
     return panels, tokens, note
 
 

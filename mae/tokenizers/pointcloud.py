@@ -6,6 +6,7 @@ pos (B, G, 3) = the centres; grid None (block masking then uses distances betwee
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -72,15 +73,22 @@ class PointCloudTokenizer(nn.Module):
 
 class PointNetEmbed(nn.Module):
     """Point-MAE's group embedding: shared MLP 3->128->256 per point, max-pool, concat the group feature to
-    every point, MLP 512->512->dim, max-pool. (B, G, k*3) -> (B, G, dim)."""
+    every point, MLP 512->512->dim, max-pool. (B, G, k*3) -> (B, G, dim).
 
-    def __init__(self, *, in_dim: int, dim: int, point_dim: int = 3) -> None:
+    widths = (first hidden, first out, second hidden): Point-MAE's (128, 256, 512) by default; the CPU demo
+    uses narrower ones (the per-point MLPs are most of the compute of a small model).
+    """
+
+    def __init__(self, *, in_dim: int, dim: int, point_dim: int = 3, widths: Sequence[int] = (128, 256, 512)) -> None:
         super().__init__()
         if in_dim % point_dim:
             raise ValueError(f"token width {in_dim} is not a multiple of the point width {point_dim}")
+        if isinstance(widths, (str, bytes)) or len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
+            raise ValueError(f"token_embed.widths must be 3 positive ints (hidden, mid, hidden2), got {widths!r}")
+        h1, mid, h2 = widths
         self.point_dim = point_dim
-        self.first = nn.Sequential(nn.Linear(point_dim, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True), nn.Linear(128, 256))
-        self.second = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, dim))
+        self.first = nn.Sequential(nn.Linear(point_dim, h1), nn.BatchNorm1d(h1), nn.ReLU(inplace=True), nn.Linear(h1, mid))
+        self.second = nn.Sequential(nn.Linear(2 * mid, h2), nn.BatchNorm1d(h2), nn.ReLU(inplace=True), nn.Linear(h2, dim))
 
     @staticmethod
     def _pointwise(mlp: nn.Sequential, x: Tensor) -> Tensor:

@@ -1,0 +1,210 @@
+"""Video section of `make bench`: VideoMAE training step, ours vs HF `VideoMAEForPreTraining`, and loader throughput.
+
+Training step (forward + backward + AdamW step, fp32, one process, interleaved rounds with the order rotated):
+16 frames of 112x112, 2x16x16 tubelets (8x7x7 = 392 tokens), encoder width 192, depth 12, 3 heads (MLP 768),
+decoder width 96, depth 4, 3 heads (MLP 384), tube masking 0.9, per-tubelet normalised pixels, batch 4. Both
+models get the SAME tube mask each step (ours from `TubeMasker`, handed to HF as `bool_masked_pos`), so they see
+the same number of visible tokens; neither has a cls token. A 2048^3 fp32 matmul is timed every round as the
+machine's reference rate. Medians over clean steps (benchmarks/noise.py) when there are >= 3.
+
+Loader: clips/s of `ClipReader` (decode + sample + resize + crop + normalise, one process, no workers) on
+generated moving-digit mp4s (64 frames of 128x128, H.264): decord vs PyAV, `repeat` 1 vs 4 (one decode, 4 clips).
+"""
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from benchmarks.flops import count_flops
+from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure
+from datamodules.video import ClipReader, default_backend, write_demo
+from mae.decoder import Decoder
+from mae.encoder import Encoder
+from mae.losses import masked_mse
+from mae.masking import TubeMasker
+from mae.module import MAEModule
+from mae.optim import param_groups
+from mae.pos_embed import SinCosPosEmbed
+from mae.tokenizers.video import TubeletNormPixTarget, VideoTokenizer
+
+FRAMES, SIZE, TUBELET, PATCH, RATIO = 16, 112, 2, 16, 0.9
+ENC = {"dim": 192, "depth": 12, "heads": 3}
+DEC = {"dim": 96, "depth": 4, "heads": 3}
+LR, WD, BETAS = 1.5e-4 * 4 / 256, 0.05, (0.9, 0.95)
+
+
+def median_clean(samples: list[Sample]) -> tuple[float, int]:
+    clean = [s.seconds for s in samples if s.clean]
+    used = clean if len(clean) >= 3 else [s.seconds for s in samples]
+    return statistics.median(used), len(clean)
+
+
+def build_ours(batch: int):
+    torch.manual_seed(0)
+    module = MAEModule(
+        tokenizer=VideoTokenizer(num_frames=FRAMES, image_size=SIZE, tubelet_size=TUBELET, patch_size=PATCH),
+        masker=TubeMasker(ratio=RATIO),
+        encoder=partial(Encoder, dim=ENC["dim"], depth=ENC["depth"], num_heads=ENC["heads"], cls_token=False,
+                        pos_embed=SinCosPosEmbed),
+        decoder=partial(Decoder, dim=DEC["dim"], depth=DEC["depth"], num_heads=DEC["heads"], pos_embed=SinCosPosEmbed),
+        target=TubeletNormPixTarget(), loss=masked_mse, optimizer=torch.optim.AdamW, batch_size=batch,
+    ).train()
+    opt = torch.optim.AdamW(param_groups(module, weight_decay=WD), lr=LR, betas=BETAS)
+    return module, opt
+
+
+def build_hf():
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+
+    torch.manual_seed(0)
+    common = dict(image_size=SIZE, patch_size=PATCH, num_channels=3, num_frames=FRAMES, tubelet_size=TUBELET,
+                  hidden_size=ENC["dim"], num_hidden_layers=ENC["depth"], num_attention_heads=ENC["heads"],
+                  intermediate_size=4 * ENC["dim"], decoder_hidden_size=DEC["dim"],
+                  decoder_num_hidden_layers=DEC["depth"], decoder_num_attention_heads=DEC["heads"],
+                  decoder_intermediate_size=4 * DEC["dim"], norm_pix_loss=True, layer_norm_eps=1e-6)
+    try:
+        model = VideoMAEForPreTraining(VideoMAEConfig(**common, attn_implementation="sdpa"))
+    except (ValueError, ImportError):
+        model = VideoMAEForPreTraining(VideoMAEConfig(**common, attn_implementation="eager"))
+    model.train()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if p.ndim > 1 and "mask_token" not in n], "weight_decay": WD},
+              {"params": [p for n, p in named if p.ndim <= 1 or "mask_token" in n], "weight_decay": 0.0}]
+    return model, torch.optim.AdamW(groups, lr=LR, betas=BETAS), str(model.config._attn_implementation)
+
+
+def train_step(*, quick: bool) -> dict:
+    batch = 4
+    video = torch.randn(batch, 3, FRAMES, SIZE, SIZE)  # (B, C, T, H, W), as our datamodule yields
+    hf_video = video.transpose(1, 2).contiguous()  # (B, T, C, H, W), HF's layout
+    ours, ours_opt = build_ours(batch)
+    hf, hf_opt, attn = build_hf()
+    gen = torch.Generator().manual_seed(0)
+    tokens = ours.tokenizer({"video": video})
+    masks = [ours.masker(tokens, gen) for _ in range(8)]  # the same masks for both models
+    state = {"i": 0}
+
+    def our_step() -> None:
+        mask = masks[state["i"] % len(masks)]
+        ours.masker = lambda tokens, generator=None, mask=mask: mask  # noqa: E731 - fixed mask for this step
+        loss = ours({"video": video})["loss"]
+        loss.backward()
+        ours_opt.step()
+        ours_opt.zero_grad()
+
+    def hf_step() -> None:
+        mask = masks[state["i"] % len(masks)]
+        loss = hf(pixel_values=hf_video, bool_masked_pos=mask.hidden_bool()).loss
+        loss.backward()
+        hf_opt.step()
+        hf_opt.zero_grad()
+
+    runners = {"ours": our_step, "HF VideoMAEForPreTraining": hf_step}
+    flops = {name: count_flops(fn) for name, fn in runners.items()}  # also the first (warm-up) step
+    for fn in runners.values():
+        fn()
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    samples: dict[str, list[Sample]] = {k: [] for k in runners}
+    matmul: list[Sample] = []
+    rounds = 3 if quick else 16
+    for r in range(rounds):
+        state["i"] = r
+        names = list(runners)[r % 2:] + list(runners)[: r % 2]
+        for name in names:
+            samples[name].append(measure(runners[name]))
+        matmul.append(measure(lambda: torch.mm(a, b)))
+        print(f"[bench] video round {r + 1}/{rounds}: " + ", ".join(
+            f"{k} {v[-1].seconds:.2f}s (others {v[-1].other_cores:.2f} cores)" for k, v in samples.items()), flush=True)
+    mm_s, mm_clean = median_clean(matmul)
+    mm_rate = 2 * 2048**3 / mm_s / 1e9
+    pairs = list(zip(samples["ours"], samples["HF VideoMAEForPreTraining"]))
+    paired = [h.seconds / o.seconds for o, h in pairs if o.clean and h.clean]
+    paired_all = [h.seconds / o.seconds for o, h in pairs]  # same round, back to back: robust to slow drifts
+    out = {"batch": batch, "tokens": tokens.num_tokens, "visible": masks[0].keep.shape[1], "hf_attn": attn,
+           "rounds": rounds, "matmul_gflops": mm_rate, "matmul_clean": mm_clean, "clean_threshold": CLEAN_OTHER_CORES,
+           "paired_ratio": statistics.median(paired) if paired else None, "paired_rounds": len(paired),
+           "paired_ratio_all_rounds": statistics.median(paired_all), "threads": torch.get_num_threads(), "models": {}}
+    for name, s in samples.items():
+        med, clean = median_clean(s)
+        params = (ours if name == "ours" else hf).parameters()
+        out["models"][name] = {"median_s": med, "clips_per_s": batch / med, "clean": clean, "steps": len(s),
+                               "best_s": min(x.seconds for x in s), "gflop_per_step": flops[name] / 1e9,
+                               "gflops": flops[name] / med / 1e9, "params": sum(p.numel() for p in params)}
+    out["ratio"] = out["models"]["HF VideoMAEForPreTraining"]["median_s"] / out["models"]["ours"]["median_s"]
+    return out
+
+
+def loader(*, quick: bool) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="mae_video_bench_"))
+    try:
+        root = write_demo(work / "demo", videos_per_class=1 if quick else 2, frames=64, size=128, label="direction",
+                          seed=0)
+        files = sorted(root.rglob("*.mp4"))
+        backends = ["decord", "pyav"] if default_backend() == "decord" else ["pyav"]
+        readers = {
+            (backend, repeat): (ClipReader(backend=backend, num_frames=FRAMES, sampling_rate=4, image_size=(SIZE, SIZE),
+                                           short_side=(SIZE, 128), mean=[0.45] * 3, std=[0.225] * 3, hflip=True,
+                                           short="loop"), repeat)
+            for backend in backends for repeat in (1, 4)
+        }
+        samples: dict[tuple[str, int], list[Sample]] = {k: [] for k in readers}
+        for r in range(1 if quick else 3):
+            keys = list(readers)[r % len(readers):] + list(readers)[: r % len(readers)]
+            for key in keys:
+                reader, repeat = readers[key]
+                samples[key].append(measure(lambda reader=reader, repeat=repeat: [reader(f, clips=repeat, train=True)
+                                                                                  for f in files]))
+        out = {"videos": len(files), "video_frames": 64, "video_size": 128, "clip": f"{FRAMES}x{SIZE}x{SIZE}, rate 4",
+               "results": {}}
+        for (backend, repeat), s in samples.items():
+            med, clean = median_clean(s)
+            out["results"][f"{backend}, repeat {repeat}"] = {"median_s": med, "clips_per_s": len(files) * repeat / med,
+                                                             "videos_per_s": len(files) / med, "clean": clean,
+                                                             "runs": len(s)}
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(*, quick: bool) -> dict:
+    print("[bench] video training step, ours vs HF VideoMAEForPreTraining", flush=True)
+    step = train_step(quick=quick)
+    print("[bench] video loader, decord vs PyAV, repeat 1 vs 4", flush=True)
+    return {"train_step": step, "loader": loader(quick=quick)}
+
+
+def report(res: dict) -> list[str]:
+    t, ld = res["train_step"], res["loader"]
+    out = ["", "## Video (VideoMAE)", "",
+           f"Training step (forward + backward + AdamW, fp32, batch {t['batch']}): 16x112x112 clips, 2x16x16 tubelets = "
+           f"{t['tokens']} tokens, tube mask 0.9 ({t['visible']} visible, the same masks for both), encoder 192 x 12 "
+           f"(3 heads), decoder 96 x 4 (3 heads), per-tubelet normalised pixels. HF attention: `{t['hf_attn']}`. "
+           f"{t['rounds']} interleaved rounds; medians over clean steps (other processes < {t['clean_threshold']} "
+           "cores) when >= 3.", "",
+           "| model | params | GFLOP/step | median clips/s | best clips/s | GFLOP/s | share of matmul | clean/all |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in t["models"].items():
+        out.append(f"| {name} | {m['params']:,} | {m['gflop_per_step']:.1f} | {m['clips_per_s']:.2f} | "
+                   f"{t['batch'] / m['best_s']:.2f} | {m['gflops']:.1f} | {100 * m['gflops'] / t['matmul_gflops']:.0f}% | "
+                   f"{m['clean']}/{m['steps']} |")
+    paired = "—" if t["paired_ratio"] is None else f"{t['paired_ratio']:.2f}x"
+    out += ["", f"**ours / HF = {t['ratio']:.2f}x** (ratio of medians; median of per-round ratios over all "
+            f"{t['rounds']} rounds: {t['paired_ratio_all_rounds']:.2f}x, over the {t['paired_rounds']} rounds clean "
+            f"for both: {paired}); {t['threads']} torch threads; fp32 matmul reference {t['matmul_gflops']:.1f} "
+            f"GFLOP/s ({t['matmul_clean']}/{t['rounds']} clean).", "",
+            f"Loader: `ClipReader` in one process (no workers) on {ld['videos']} generated mp4s of {ld['video_frames']} "
+            f"frames at {ld['video_size']}x{ld['video_size']} (H.264), clips of {ld['clip']}, short side jittered "
+            "in [112, 128], random crop, flip, normalise.", "",
+            "| backend, repeat | clips/s | videos/s | clean/all runs |", "|---|---:|---:|---:|"]
+    for name, m in ld["results"].items():
+        out.append(f"| {name} | {m['clips_per_s']:.1f} | {m['videos_per_s']:.1f} | {m['clean']}/{m['runs']} |")
+    step = t["models"]["ours"]["clips_per_s"]
+    best = max(m["clips_per_s"] for m in ld["results"].values())
+    out += ["", f"The training step consumes {step:.1f} clips/s; the best loader setting produces {best:.1f} clips/s "
+            f"on one core ({best / step:.1f}x the step's need)."]
+    return out

@@ -1,0 +1,62 @@
+"""Video end to end: `modality=video` with tube / random / frame masks and V2 dual masking, the paper recipes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra.utils import instantiate
+
+from mae.config_check import validate
+from mae.runner import run
+from tests.conftest import compose_cfg
+
+pytestmark = pytest.mark.e2e
+
+# Shrunk for video: 4 demo videos per direction (16 mp4s of 12 frames, 32x32), clips of 4 frames of 16x16 in
+# 2x4x4 tubelets = 2x4x4 = 32 tokens, a 1-block encoder, 2 epochs of 2 batches.
+VIDEO_FAST = [
+    "modality=video", "logger=csv", "trainer.enable_progress_bar=false", "trainer.max_epochs=2",
+    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
+    "model.encoder.dim=32", "model.encoder.depth=1", "model.encoder.num_heads=2",
+    "model.decoder.dim=32", "model.decoder.depth=1", "model.decoder.num_heads=2",
+    "data.demo_label=direction", "data.demo_videos_per_class=4", "data.demo_frames=12", "data.demo_size=32",
+    "data.num_frames=4", "data.image_size=16", "data.short_side=[16,20]", "data.batch_size=4",
+    "callbacks.reconstruction.every_n_epochs=2",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("video_demo") / "demo"
+
+
+@pytest.mark.parametrize("mask", ["tube", "random", "frame", "tube_running_cell"])
+def test_video_fit_with_each_mask_writes_metrics(tmp_path, demo_dir, mask):
+    extra = ["mask=tube", "mask.decoder=running_cell"] if mask == "tube_running_cell" else [f"mask={mask}"]
+    cfg = compose_cfg([*VIDEO_FAST, f"data.demo_dir={demo_dir}", *extra], tmp_path / "run")
+    assert cfg.mask.ratio == 0.9 and cfg.target._target_.endswith("TubeletNormPixTarget")
+    validate(cfg)
+    metrics = run(cfg)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for key in ("train/loss", "val/loss", "eval/linear_acc", "eval/knn_acc", "eval/rankme",
+                "eval/linear_acc_random_init", "eval/knn_acc_random_init"):
+        assert key in saved, key
+    assert metrics["train/loss"] > 0 and 0.0 <= saved["eval/linear_acc"] <= 1.0
+    assert list((tmp_path / "run" / "reconstructions").glob("*.png"))
+
+
+def test_paper_recipes_compose_with_the_papers_values(tmp_path):
+    cfg = compose_cfg(["experiment=videomae_vit_base_k400", "data.list=/data/k400/train.csv"], tmp_path)
+    validate(cfg)
+    assert cfg.mask._target_.endswith("TubeMasker") and cfg.mask.ratio == 0.9
+    assert (cfg.data.num_frames, cfg.data.sampling_rate, cfg.data.image_size) == (16, 4, 224)
+    assert (cfg.tokenizer.tubelet_size, cfg.tokenizer.patch_size) == (2, 16)
+    assert (cfg.model.encoder.dim, cfg.model.encoder.depth, cfg.model.decoder.dim, cfg.model.decoder.depth) == (768, 12, 384, 4)
+    assert cfg.target._target_.endswith("TubeletNormPixTarget") and cfg.trainer.max_epochs == 1600
+    module = instantiate(cfg.module)
+    assert module.tokenizer.grid == (8, 14, 14) and module.tokenizer.token_dim == 1536
+    cfg = compose_cfg(["experiment=mae_st_vit_large_k400", "data.root=/data/k400/train"], tmp_path)
+    validate(cfg)
+    assert cfg.mask._target_.endswith("RandomMasker") and cfg.mask.ratio == 0.9 and cfg.data.repeat == 4
+    assert (cfg.model.encoder.dim, cfg.model.encoder.depth) == (1024, 24) and cfg.data.sampling_rate == 4
+    assert cfg.data.batch_size % cfg.data.repeat == 0
