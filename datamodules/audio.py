@@ -33,6 +33,7 @@ from datamodules.common import (
     SampleKey,
     SeededSampler,
     SkipCounter,
+    build_folder_once,
     check_bool,
     check_float,
     check_int,
@@ -178,31 +179,22 @@ def demo_clip(label: int, *, seconds: float, sr: int, rng: np.random.Generator) 
 
 def write_demo(folder: Path, *, clips_per_class: int, seconds: float, seed: int) -> Path:
     """Write the demo set as real audio files: folder/<class>/<i>.flac (16 kHz mono) and, every third clip,
-    .wav at 22.05 kHz stereo (so resampling and down-mixing run too). Idempotent and safe under concurrency:
-    built in a temporary folder and renamed into place."""
-    if (folder / "DONE").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_demo_", dir=folder.parent))
-    rng = np.random.default_rng(seed)
-    for label, name in enumerate(DEMO_CLASSES):
-        (tmp / name).mkdir()
-        for i in range(clips_per_class):
-            if i % 3 == 2:
-                sr = 22050
-                mono = demo_clip(label, seconds=seconds, sr=sr, rng=rng)
-                sf.write(tmp / name / f"{i:04d}.wav", np.stack([mono, mono * 0.8], axis=1), sr)
-            else:
-                sr = 16000
-                sf.write(tmp / name / f"{i:04d}.flac", demo_clip(label, seconds=seconds, sr=sr, rng=rng), sr)
-    (tmp / "DONE").write_text("ok\n")
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished first
-        import shutil
+    .wav at 22.05 kHz stereo (so resampling and down-mixing run too). Written once (`build_folder_once`)."""
 
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    def fill(tmp: Path) -> None:
+        rng = np.random.default_rng(seed)
+        for label, name in enumerate(DEMO_CLASSES):
+            (tmp / name).mkdir()
+            for i in range(clips_per_class):
+                if i % 3 == 2:
+                    sr = 22050
+                    mono = demo_clip(label, seconds=seconds, sr=sr, rng=rng)
+                    sf.write(tmp / name / f"{i:04d}.wav", np.stack([mono, mono * 0.8], axis=1), sr)
+                else:
+                    sr = 16000
+                    sf.write(tmp / name / f"{i:04d}.flac", demo_clip(label, seconds=seconds, sr=sr, rng=rng), sr)
+
+    return build_folder_once(folder, fill)
 
 
 def read_esc50_csv(path: str | Path, *, audio_dir: str | None) -> tuple[list[Path], list[int], list[int]]:

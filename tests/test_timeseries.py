@@ -14,6 +14,7 @@ from datamodules.timeseries import (
     fit_length,
     forecast_borders,
     read_ts,
+    standardize_features,
 )
 from mae.encoder import Encoder
 from mae.forecast import PrefixGram, quadratic_mse, ridge_path
@@ -245,6 +246,14 @@ def test_bundled_ucr_sets_univariate_multivariate_and_unequal_lengths():
     assert (gp.context_len, gp.num_train, len(gp.val_set), gp.num_classes) == (156, 50, 150, 2)
     with pytest.raises(ValueError, match="not bundled with sktime"):
         TimeSeriesDataModule(task="classify", name="NoSuchSet").setup()
+
+
+def test_standardize_features_uses_train_statistics_only():
+    train = torch.tensor([[1.0, 5.0, 3.0], [3.0, 5.0, 7.0]])  # column 1 is constant
+    val = torch.tensor([[2.0, 6.0, 5.0]])
+    st, sv = standardize_features(train, val)
+    torch.testing.assert_close(st, torch.tensor([[-1.0, 0.0, -1.0], [1.0, 0.0, 1.0]]))
+    torch.testing.assert_close(sv, torch.tensor([[0.0, 1.0, 0.0]]))  # val centred/scaled by TRAIN, std 0 -> 1
 
 
 def test_ts_files_with_missing_values_and_unequal_lengths(tmp_path):

@@ -16,6 +16,7 @@ from datamodules.video import (
     VideoDataModule,
     clip_indices,
     collate_clips,
+    demo_frames,
     read_decord,
     read_pyav,
     read_video_list,
@@ -254,11 +255,12 @@ def test_bad_files_are_skipped_with_a_count_or_raise(tmp_path, backend):
 
 
 def test_short_videos_loop_pad_or_skip(tmp_path):
-    assert clip_indices(3, num_frames=4, sampling_rate=2, clips=1, random=False, short="loop", path="x").tolist() == [[0, 2, 1, 0]]
-    assert clip_indices(3, num_frames=4, sampling_rate=2, clips=1, random=False, short="pad", path="x").tolist() == [[0, 2, 2, 2]]
+    index = partial(clip_indices, num_frames=4, sampling_rate=2, clips=1, random=False, path="x")
+    assert index(3, short="loop").tolist() == [[0, 2, 1, 0]]
+    assert index(3, short="pad").tolist() == [[0, 2, 2, 2]]
     with pytest.raises(LoadError, match="shorter than one clip of 7"):
-        clip_indices(3, num_frames=4, sampling_rate=2, clips=1, random=False, short="skip", path="x")
-    assert clip_indices(20, num_frames=4, sampling_rate=2, clips=1, random=False, short="skip", path="x").tolist() == [[6, 8, 10, 12]]
+        index(3, short="skip")
+    assert index(20, short="skip").tolist() == [[6, 8, 10, 12]]  # centred: (20 - 7) // 2 = 6
     root = tmp_path / "v"
     (root / "c").mkdir(parents=True)
     write_mp4(root / "c" / "short.mp4", moving_square(frames=3))
@@ -315,3 +317,22 @@ def test_list_files_space_or_comma_separated(tmp_path):
     (tmp_path / "l.csv").write_text("path,label\nx.mp4,cat\ny.mp4,dog\nz.mp4,cat\n")
     paths, labels, classes = read_video_list(tmp_path / "l.csv", video_dir=None)
     assert paths[0] == tmp_path / "x.mp4" and labels == [0, 1, 0] and classes == ["cat", "dog"]
+
+
+def test_demo_bounce_keeps_the_whole_digit_in_view_and_wrap_cuts_it():
+    digit = np.zeros((28, 28), np.float32)
+    digit[2:26, 2:26] = 255.0  # a solid square: its total brightness is constant while it is whole in view
+    colour = np.ones(3, np.float32)
+    kwargs = dict(frames=40, size=32, velocity=(1.7, -1.3), start=(5, 9), colour=colour, digit_size=24)
+    bounce = demo_frames(digit, motion="bounce", **kwargs)[..., 0].astype(np.float64)  # (T, 32, 32)
+    mass = bounce.sum(axis=(1, 2))
+    assert np.allclose(mass, mass[0], rtol=1e-6) and mass[0] > 0
+    assert not np.array_equal(bounce[0], bounce[10])  # it does move
+    wrap = demo_frames(digit, motion="wrap", **kwargs)[..., 0].astype(np.float64)
+    # wrapping keeps the mass too but splits the square across the borders at some time step
+    split = [bool(w[:, 0].any() and w[:, -1].any()) for w in wrap]
+    assert any(split) and not any(bool(b[:, 0].any() and b[:, -1].any()) for b in bounce)
+    with pytest.raises(ValueError, match="demo_digit_size"):
+        demo_frames(digit, motion="bounce", **{**kwargs, "digit_size": 40})
+    with pytest.raises(ValueError, match="demo_digit_size=40 must be at most data.demo_size=32"):
+        VideoDataModule(demo_size=32, demo_digit_size=40)

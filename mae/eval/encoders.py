@@ -1,6 +1,8 @@
 """Pretrained vs randomly initialised encoder, evaluated on the same frozen-feature protocol."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -47,6 +49,22 @@ def evaluate_module(
     if custom is not None:
         return custom(module, encoders, k=k, temperature=temperature, max_samples=max_samples, seed=seed)
     train_loader, val_loader = datamodule.eval_dataloaders()
+    return probe_encoders(module, encoders, train_loader, val_loader, k=k, temperature=temperature,
+                          max_samples=max_samples)
+
+
+def probe_encoders(
+    module: nn.Module,
+    encoders: dict[str, nn.Module],
+    train_loader: Iterable[dict],
+    val_loader: Iterable[dict],
+    *,
+    k: int,
+    temperature: float,
+    max_samples: int | None,
+) -> dict[str, float]:
+    """The default protocol for every encoder: pooled features (`module.embed_with`) of the train loader fit
+    the linear probe / kNN, scored on the val loader; RankMe of the train features. Keys get the suffix."""
     metrics: dict[str, float] = {}
     for suffix, encoder in encoders.items():
         embed = lambda batch, encoder=encoder: module.embed_with(encoder, batch)  # noqa: E731
