@@ -27,7 +27,7 @@ test: $(STAMP)  ## run the test suite (2 CPU workers)
 test-fast: $(STAMP)  ## the unit tests only (skips the end-to-end CLI runs)
 	$(BIN)/python -m pytest -n 2 -m "not e2e" tests $(ARGS)
 
-bench: $(STAMP)  ## benchmarks: ours vs HF ViTMAE throughput, FLOP rate, visible-only FLOP saving
+bench: $(STAMP)  ## benchmarks (every modality; ARGS="--only video" for one section, --quick for a smoke run)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 
 export: $(STAMP)  ## export a run's encoder to timm: make export RUN=outputs/DATE/TIME

