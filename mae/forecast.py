@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mae.eval.features import _to_device
+from mae.eval.features import to_device
 from mae.tokenizers.timeseries import fold_channels, revin_denorm, unfold_channels
 
 LAST_VALUE_SUFFIX = "_last_value"
@@ -117,7 +117,7 @@ def gram_stats(module: nn.Module, encoder: nn.Module, loader: Iterable[dict], ho
                max_samples: int | None) -> dict[int, tuple[Tensor, Tensor, float, int]]:
     gram, seen = PrefixGram(horizons), 0
     for batch in loader:
-        feats, _, _, future = window_features(module, encoder, _to_device(batch, module.device))
+        feats, _, _, future = window_features(module, encoder, to_device(batch, module.device))
         gram.add(feats, future)
         seen += batch["series"].shape[0]
         if max_samples is not None and seen >= max_samples:
@@ -150,7 +150,7 @@ def test_errors(module: nn.Module, encoders: dict[str, nn.Module], heads: dict[s
     sums: dict[str, list[float]] = {}
     example: dict = {}
     for batch in loader:
-        batch = _to_device(batch, module.device)
+        batch = to_device(batch, module.device)
         truth = batch["future"].float()  # (B, H_max, C)
         last = batch["series"][:, -1:, :].float()  # (B, 1, C)
         preds = {LAST_VALUE_SUFFIX: {h: last.expand(-1, h, -1) for h in horizons}}

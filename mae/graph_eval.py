@@ -17,12 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from mae.eval.features import extract_features  # noqa: E402
+from mae.eval.features import extract_features, to_device  # noqa: E402
 from mae.eval.report import evaluate_features  # noqa: E402
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {key: v.to(device) if isinstance(v, Tensor) else v for key, v in batch.items()}
 
 
 @torch.no_grad()

@@ -13,6 +13,22 @@ CONF = ROOT / "conf"
 # The shrunken setting every end-to-end test starts from (see conf/debug/fast.yaml).
 FAST = ["debug=fast", "logger=csv", "trainer.enable_progress_bar=false"]
 
+
+
+def tiny_fit(modality: str, *, train_batches: int, val_batches: int, decoder_depth: int = 1,
+             pictures_every: int = 1) -> list[str]:
+    """debug=fast (written for images) for any modality: CSV logs, 2 epochs of a few batches, a 1-block encoder
+    32 wide, a decoder 32 wide; the modality's own data shrinking is added by each test."""
+    return [
+        f"modality={modality}", "logger=csv", "trainer.enable_progress_bar=false", "trainer.max_epochs=2",
+        f"trainer.limit_train_batches={train_batches}", f"trainer.limit_val_batches={val_batches}",
+        "trainer.log_every_n_steps=1",
+        "model.encoder.dim=32", "model.encoder.depth=1", "model.encoder.num_heads=2",
+        "model.decoder.dim=32", f"model.decoder.depth={decoder_depth}", "model.decoder.num_heads=2",
+        f"callbacks.reconstruction.every_n_epochs={pictures_every}",
+    ]
+
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 

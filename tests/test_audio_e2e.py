@@ -11,19 +11,16 @@ import torch
 from datamodules.audio import AudioDataModule
 from mae.config_check import validate
 from mae.runner import run
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import ROOT, compose_cfg, tiny_fit
 
 pytestmark = pytest.mark.e2e
 
 # Like debug=fast (which is written for images), shrunk for audio: 8 demo clips per class of 1.5 s,
 # 64 frames x 32 mel bins in 8x8 patches = 8x4 tokens, a 1-block encoder, 2 epochs of 3 batches.
 AUDIO_FAST = [
-    "modality=audio", "logger=csv", "trainer.enable_progress_bar=false", "trainer.max_epochs=2",
-    "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
-    "model.encoder.dim=32", "model.encoder.depth=1", "model.encoder.num_heads=2",
-    "model.decoder.dim=32", "model.decoder.depth=2", "model.decoder.num_heads=2",
+    *tiny_fit("audio", train_batches=3, val_batches=2, decoder_depth=2),
     "data.demo_clips_per_class=8", "data.demo_seconds=1.5", "data.frames=64", "data.mel_bins=32",
-    "tokenizer.patch_size=8", "data.batch_size=8", "callbacks.reconstruction.every_n_epochs=1",
+    "tokenizer.patch_size=8", "data.batch_size=8",
 ]
 
 

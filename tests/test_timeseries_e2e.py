@@ -10,19 +10,13 @@ import pytest
 
 from mae.config_check import validate
 from mae.runner import run
-from tests.conftest import ROOT, compose_cfg
+from tests.conftest import ROOT, compose_cfg, tiny_fit
 from tests.test_timeseries import sines, write_csv
 
 pytestmark = pytest.mark.e2e
 
 # debug=fast-sized for series: a 1-block encoder 32 wide, 2 epochs of 2 batches.
-TS_FAST = [
-    "modality=timeseries", "logger=csv", "trainer.enable_progress_bar=false", "trainer.max_epochs=2",
-    "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.log_every_n_steps=1",
-    "model.encoder.dim=32", "model.encoder.depth=1", "model.encoder.num_heads=2",
-    "model.decoder.dim=32", "model.decoder.depth=1", "model.decoder.num_heads=2",
-    "callbacks.reconstruction.every_n_epochs=1",
-]
+TS_FAST = tiny_fit("timeseries", train_batches=2, val_batches=2)
 
 
 def test_classification_fit_writes_probe_metrics_and_pictures(tmp_path):

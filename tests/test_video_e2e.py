@@ -8,20 +8,16 @@ from hydra.utils import instantiate
 
 from mae.config_check import validate
 from mae.runner import run
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, tiny_fit
 
 pytestmark = pytest.mark.e2e
 
 # Shrunk for video: 4 demo videos per direction (16 mp4s of 12 frames, 32x32), clips of 4 frames of 16x16 in
 # 2x4x4 tubelets = 2x4x4 = 32 tokens, a 1-block encoder, 2 epochs of 2 batches.
 VIDEO_FAST = [
-    "modality=video", "logger=csv", "trainer.enable_progress_bar=false", "trainer.max_epochs=2",
-    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
-    "model.encoder.dim=32", "model.encoder.depth=1", "model.encoder.num_heads=2",
-    "model.decoder.dim=32", "model.decoder.depth=1", "model.decoder.num_heads=2",
+    *tiny_fit("video", train_batches=2, val_batches=1, pictures_every=2),
     "data.demo_label=direction", "data.demo_videos_per_class=4", "data.demo_frames=12", "data.demo_size=32",
     "data.num_frames=4", "data.image_size=16", "data.short_side=[16,20]", "data.batch_size=4",
-    "callbacks.reconstruction.every_n_epochs=2",
 ]
 
 

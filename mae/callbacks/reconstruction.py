@@ -58,6 +58,13 @@ def image_panels(module: L.LightningModule, trainer: L.Trainer, panels: dict[str
     return images
 
 
+def show_image(ax: plt.Axes, img: np.ndarray) -> None:
+    """Draw one (H, W, C) image in [0, 1] without ticks; NaN (hidden) pixels grey, one channel in grey scale."""
+    img = np.where(np.isnan(img), 0.5, img).clip(0, 1)
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([]), ax.set_yticks([])
+
+
 def draw_image_panels(images: dict[str, np.ndarray], note: str, path: Path) -> plt.Figure:
     """images: name -> (B, H, W, C) in [0, 1] (NaN = hidden, drawn grey). One row per sample."""
     names = list(images)
@@ -65,11 +72,8 @@ def draw_image_panels(images: dict[str, np.ndarray], note: str, path: Path) -> p
     fig, axes = plt.subplots(b, len(names), figsize=(2.0 * len(names), 2.0 * b + 0.6), squeeze=False)
     for col, name in enumerate(names):
         for row in range(b):
-            img = images[name][row]
-            img = np.where(np.isnan(img), 0.5, img).clip(0, 1)
             ax = axes[row, col]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
+            show_image(ax, images[name][row])
             if row == 0:
                 ax.set_title(name, fontsize=9)
     fig.suptitle(note, fontsize=8)

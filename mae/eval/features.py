@@ -11,7 +11,7 @@ UNLABELED = -1
 """Label value that means "no label" (unlabeled data sets); evaluation skips such samples."""
 
 
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """Move the tensor values of a batch dict to `device`; other values are left as they are."""
     return {
         key: value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
@@ -74,7 +74,7 @@ def extract_features(
     labels: list[Tensor] = []
     collected = 0
     for batch in loader:
-        out = embed(_to_device(batch, device))
+        out = embed(to_device(batch, device))
         if out.ndim != 2:
             raise ValueError(f"embed must return (B, D) features, got shape {tuple(out.shape)}")
         feats.append(out.detach().to("cpu", torch.float32))  # (B, D)

@@ -14,10 +14,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from mae.callbacks.reconstruction import show_image  # noqa: E402
 from mae.masking import grid_coords  # noqa: E402
 from mae.targets import HOGTarget  # noqa: E402
 from mae.tokenizers.image import as_hw  # noqa: E402
@@ -98,11 +98,8 @@ class VideoTokenizer(nn.Module):
             for j, name in enumerate(names):
                 row = s * len(names) + j
                 for f in range(t):
-                    img = frames[name][s, f]
-                    img = np.where(np.isnan(img), 0.5, img).clip(0, 1)
                     ax = axes[row, f]
-                    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-                    ax.set_xticks([]), ax.set_yticks([])
+                    show_image(ax, frames[name][s, f])
                     if f == 0:
                         ax.set_ylabel(f"{s}: {name}", fontsize=6, rotation=0, ha="right", va="center")
                     if row == 0:
