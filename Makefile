@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install the project (about 2 minutes the first time)
 
-train: $(STAMP)  ## the main job: MAE on bundled MNIST, CPU, ~10 min; extra Hydra overrides via ARGS="..."
+train: $(STAMP)  ## the main job: MAE on bundled MNIST, CPU, ~6 min; extra Hydra overrides via ARGS="..."
 	$(BIN)/python train.py $(ARGS)
 
 test: $(STAMP)  ## run the test suite (2 CPU workers)
