@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import Tensor, nn
 
@@ -70,7 +71,7 @@ class MAEModule(L.LightningModule):
         mask = self.masker(tokens, generator)  # keep (B, K), masked (B, M)
         latent = self.encoder(mask.encoder_input(tokens), mask.keep)  # (B, prefix+K, D)
         pred = self.decoder(latent, tokens, mask)  # (B, M, C'); M' = mask.predicted's width under dual masking
-        target = gather_tokens(self.target(tokens), mask.predicted)  # (B, M, C')
+        target = targets_at(self.target, tokens, mask.predicted)  # (B, M, C')
         weight = None if tokens.pad is None else torch.gather(tokens.pad, 1, mask.predicted).logical_not().float()
         loss = self.loss_fn(pred, target, weight)
         return {"tokens": tokens, "mask": mask, "pred": pred, "target": target, "loss": loss}
@@ -119,11 +120,23 @@ class MAEModule(L.LightningModule):
         t = self.trainer
         return self.batch_size * t.accumulate_grad_batches * t.world_size
 
+    def optimizer_overrides(self) -> dict:
+        """Keyword arguments that replace the optimizer config's for this trainer: Lightning refuses to clip the
+        gradients of a fused optimizer under mixed precision (it would unscale inside the kernel), so there the
+        optimizer falls back to torch's per-parameter loop (`fused=False`), with a note in the log."""
+        t = self.trainer
+        fused = getattr(self.optimizer_factory, "keywords", {}).get("fused")
+        if fused and t.gradient_clip_val and "mixed" in str(t.precision):
+            rank_zero_info(f"optim: fused AdamW off: trainer.gradient_clip_val={t.gradient_clip_val} with "
+                           f"trainer.precision={t.precision} needs the non-fused optimizer step")
+            return {"fused": False}
+        return {}
+
     def configure_optimizers(self):
         eff = self.effective_batch()
         self.resolved_lr = self.lr if self.lr is not None else scaled_lr(blr=self.blr, effective_batch=eff)
         groups = param_groups(nn.ModuleList([self.encoder, self.decoder]), weight_decay=self.weight_decay)
-        optimizer = self.optimizer_factory(groups, lr=self.resolved_lr)
+        optimizer = self.optimizer_factory(groups, lr=self.resolved_lr, **self.optimizer_overrides())
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         warmup = int(round(self.warmup_epochs * total / epochs))
@@ -132,6 +145,15 @@ class MAEModule(L.LightningModule):
             optimizer, lambda step: warmup_cosine(step, warmup_steps=warmup, total_steps=total, min_ratio=min_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def targets_at(target: nn.Module, tokens: Tokens, index: Tensor) -> Tensor:
+    """(B, M, C') the targets of the tokens at `index` (B, M): a token-wise target (one with `of_values`) is
+    computed on the gathered tokens only, any other on all tokens and then gathered."""
+    of_values = getattr(target, "of_values", None)
+    if of_values is not None:
+        return of_values(gather_tokens(tokens.values, index))
+    return gather_tokens(target(tokens), index)
 
 
 def batch_size_of(batch: dict) -> int:

@@ -2,6 +2,8 @@
 
 Every target maps `Tokens` -> (B, N, C') and says how wide it is; `invert` maps predictions back to
 token-value space for pictures, using the *true* statistics of each hidden token (None if impossible).
+A target whose value for a token depends on that token's values alone also defines `of_values(values)`
+((B, M, C) -> (B, M, C')): `MAEModule` then computes it for the predicted tokens only, after the gather.
 """
 from __future__ import annotations
 
@@ -24,7 +26,10 @@ class PixelTarget(nn.Module):
         return token_dim
 
     def forward(self, tokens: Tokens) -> Tensor:
-        return tokens.values
+        return self.of_values(tokens.values)
+
+    def of_values(self, values: Tensor) -> Tensor:
+        return values
 
     def invert(self, pred: Tensor, true_values: Tensor) -> Tensor | None:
         return pred
@@ -50,8 +55,11 @@ class NormPixTarget(nn.Module):
         return token_dim
 
     def forward(self, tokens: Tokens) -> Tensor:
-        mean, std = patch_stats(tokens.values.float(), self.eps)
-        return (tokens.values - mean) / std
+        return self.of_values(tokens.values)
+
+    def of_values(self, values: Tensor) -> Tensor:
+        mean, std = patch_stats(values.float(), self.eps)
+        return (values - mean) / std
 
     def invert(self, pred: Tensor, true_values: Tensor) -> Tensor | None:
         """Undo the normalisation with the true statistics of the same tokens (B, M, C)."""

@@ -120,3 +120,17 @@ def test_compile_option_compiles_in_place_keeping_state_dict_keys():
     m.configure_model()
     assert m.encoder._compiled_call_impl is not None and m.decoder._compiled_call_impl is not None
     assert set(m.state_dict()) == keys  # checkpoints and export are unaffected
+
+
+@pytest.mark.parametrize("precision, clip, fused", [("32-true", 1.0, True), ("bf16-mixed", 0.0, True),
+                                                    ("bf16-mixed", 1.0, False), ("16-mixed", 0.5, False)])
+def test_fused_adamw_falls_back_only_where_lightning_cannot_clip(precision, clip, fused):
+    """conf/optim/adamw.yaml asks for fused AdamW; Lightning refuses gradient clipping of a fused optimizer under
+    mixed precision, so only that combination builds the per-parameter loop instead."""
+    from types import SimpleNamespace
+
+    module = tiny_module()
+    module.optimizer_factory = partial(torch.optim.AdamW, betas=(0.9, 0.95), fused=True)
+    module._trainer = SimpleNamespace(gradient_clip_val=clip, precision=precision)
+    opt = module.optimizer_factory(module.parameters(), lr=1e-3, **module.optimizer_overrides())
+    assert bool(opt.defaults["fused"]) == fused

@@ -4,8 +4,10 @@ import torch
 
 from mae.losses import masked_l1, masked_mse
 from mae.masking import RandomMasker
+from mae.module import targets_at
 from mae.targets import HOGTarget, NormPixTarget, PixelTarget
 from mae.tokenizers.image import ImageTokenizer
+from mae.tokenizers.video import TubeletNormPixTarget
 from mae.types import gather_tokens
 
 
@@ -74,3 +76,32 @@ def test_loss_values_and_padding_weight():
     assert masked_mse(pred, target).item() == pytest.approx((1 + 9) / 2)
     assert masked_l1(pred, target).item() == pytest.approx((1 + 3) / 2)
     assert masked_mse(pred, target, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("target", [PixelTarget(), NormPixTarget(), TubeletNormPixTarget(),
+                                    HOGTarget(patch_size=8, channels=3)])
+def test_targets_at_equals_the_full_target_gathered(target):
+    """Token-wise targets (with `of_values`) are computed on the predicted tokens only: same values as computing
+    them on every token and gathering; HOG (needs neighbouring pixels) takes the gather path."""
+    _, tokens = image_tokens()
+    mask = RandomMasker(ratio=0.75)(tokens, torch.Generator().manual_seed(0))
+    assert hasattr(target, "of_values") != isinstance(target, HOGTarget)
+    torch.testing.assert_close(targets_at(target, tokens, mask.masked), gather_tokens(target(tokens), mask.masked),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss, per_element", [(masked_mse, lambda d: d.pow(2)), (masked_l1, lambda d: d.abs())])
+def test_fused_losses_match_the_per_token_formula(loss, per_element):
+    """The fused F.mse_loss / F.l1_loss paths give MAE's per-token mean, then the (weighted) mean over tokens,
+    values and gradients."""
+    gen = torch.Generator().manual_seed(0)
+    pred, target, weight = torch.randn(3, 5, 7, generator=gen), torch.randn(3, 5, 7, generator=gen), torch.rand(3, 5)
+    for w in (None, weight):
+        p1, p2 = pred.clone().requires_grad_(), pred.clone().requires_grad_()
+        per_token = per_element(p2 - target).mean(-1)  # (B, M)
+        ref = per_token.mean() if w is None else (per_token * w).sum() / w.sum()
+        out = loss(p1, target, w)
+        out.backward()
+        ref.backward()
+        torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(p1.grad, p2.grad)

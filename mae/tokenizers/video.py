@@ -7,6 +7,7 @@ Positions are the integer (t, h, w) grid coordinates, embedded by `SinCosPosEmbe
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -132,11 +133,16 @@ class TubeletNormPixTarget(nn.Module):
         return x.mean(dim=-1, keepdim=True), x.var(dim=-1, keepdim=True).sqrt()
 
     def forward(self, tokens: Tokens) -> Tensor:
-        x = tokens.values.float().unflatten(-1, (self.channels, -1))  # (B, N, C, t*p*p)
+        return self.of_values(tokens.values)
+
+    def of_values(self, values: Tensor) -> Tensor:
+        """(B, M, C*t*p*p) -> the same shape, normalised per tubelet and channel."""
+        x = values.float().unflatten(-1, (self.channels, -1))  # (B, M, C, t*p*p)
         centred = x - x.mean(dim=-1, keepdim=True)
-        # unbiased variance from the centred values: one pass fewer than aten::var, ~2x faster on CPU
-        std = (centred.square().sum(dim=-1, keepdim=True) / (x.shape[-1] - 1)).sqrt()  # (B, N, C, 1)
-        return (centred * (std + self.eps).reciprocal()).flatten(-2).to(tokens.values.dtype)  # (B, N, C*t*p*p)
+        # unbiased std from the centred values in one reduction (aten::var makes two passes and is ~2x slower on
+        # CPU); the division happens in place on `centred`: one (B, M, C*t*p*p) buffer for the whole target
+        std = torch.linalg.vector_norm(centred, dim=-1, keepdim=True) / math.sqrt(x.shape[-1] - 1)  # (B, M, C, 1)
+        return centred.mul_((std + self.eps).reciprocal()).flatten(-2).to(values.dtype)  # (B, M, C*t*p*p)
 
     def invert(self, pred: Tensor, true_values: Tensor) -> Tensor | None:
         mean, std = self.stats(true_values)
