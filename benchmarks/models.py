@@ -2,7 +2,8 @@
 
 Identical MAE config: ViT-Tiny/16 at 224 px (width 192, depth 12, 3 heads, MLP 768), decoder width 128,
 depth 4, 4 heads (MLP 512), mask ratio 0.75, norm_pix loss, AdamW(betas 0.9/0.95, wd 0.05, no decay on
-1-D params and cls/mask tokens) for both.
+1-D params and cls/mask tokens) for both, fused (one kernel for all parameters: our conf/optim/adamw.yaml
+default and HF Trainer's default since torch 2.8).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def build_ours(*, compile: bool = False, seed: int = 0) -> Runner:
     if compile:
         module.encoder.compile()  # in place, as MAEModule.configure_model does
         module.decoder.compile()
-    opt = torch.optim.AdamW(param_groups(module, weight_decay=WD), lr=LR, betas=BETAS)
+    opt = torch.optim.AdamW(param_groups(module, weight_decay=WD), lr=LR, betas=BETAS, fused=True)
     generator = torch.Generator().manual_seed(seed)
 
     def step(images: Tensor) -> float:  # images (B, 3, 224, 224)
@@ -101,7 +102,7 @@ def build_hf(*, seed: int = 0) -> tuple[Runner, str]:
         {"params": [p for n, p in named if p.ndim > 1 and n not in no_decay], "weight_decay": WD},
         {"params": [p for n, p in named if p.ndim <= 1 or n in no_decay], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=LR, betas=BETAS)
+    opt = torch.optim.AdamW(groups, lr=LR, betas=BETAS, fused=True)
 
     def step(images: Tensor) -> float:  # images (B, 3, 224, 224); HF draws its own mask noise
         loss = model(pixel_values=images).loss

@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, section in SECTIONS.items():
         if name in only:
             print(f"[bench] section {name}", flush=True)
-            res[name] = section.run(quick=args.quick)
+            extra = {"compile": s.compile} if name == "video" else {}  # the video step also runs compiled
+            res[name] = section.run(quick=args.quick, **extra)
     env["loadavg_end"] = os.getloadavg()[0]
     md = report(res)
     print(md)

@@ -49,6 +49,7 @@ def test_paper_recipes_compose_with_the_papers_values(tmp_path):
     assert (cfg.tokenizer.tubelet_size, cfg.tokenizer.patch_size) == (2, 16)
     assert (cfg.model.encoder.dim, cfg.model.encoder.depth, cfg.model.decoder.dim, cfg.model.decoder.depth) == (768, 12, 384, 4)
     assert cfg.target._target_.endswith("TubeletNormPixTarget") and cfg.trainer.max_epochs == 1600
+    assert cfg.optim.lr is None and cfg.optim.blr == 1.5e-4  # the demo's absolute default_lr does not leak in
     module = instantiate(cfg.module)
     assert module.tokenizer.grid == (8, 14, 14) and module.tokenizer.token_dim == 1536
     cfg = compose_cfg(["experiment=mae_st_vit_large_k400", "data.root=/data/k400/train"], tmp_path)
@@ -56,3 +57,14 @@ def test_paper_recipes_compose_with_the_papers_values(tmp_path):
     assert cfg.mask._target_.endswith("RandomMasker") and cfg.mask.ratio == 0.9 and cfg.data.repeat == 4
     assert (cfg.model.encoder.dim, cfg.model.encoder.depth) == (1024, 24) and cfg.data.sampling_rate == 4
     assert cfg.data.batch_size % cfg.data.repeat == 0
+
+
+def test_demo_defaults_compose_and_stay_out_of_other_modalities(tmp_path):
+    """The video demo's size (2,000 videos, 20 epochs, absolute lr 7.5e-4) comes from modality=video through
+    default_max_epochs / default_lr; an explicit override still wins and the image job keeps its 60 epochs."""
+    cfg = compose_cfg(["modality=video"], tmp_path)
+    assert (cfg.trainer.max_epochs, cfg.optim.lr, cfg.data.demo_videos_per_class) == (20, 7.5e-4, 200)
+    assert compose_cfg(["modality=video", "trainer.max_epochs=3", "optim.lr=1e-3"], tmp_path).trainer.max_epochs == 3
+    image = compose_cfg([], tmp_path)
+    assert image.trainer.max_epochs == 60 and image.optim.lr is None
+    assert compose_cfg(["modality=video", "trainer=ddp_cpu"], tmp_path).trainer.max_epochs == 20
