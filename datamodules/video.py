@@ -2,7 +2,8 @@
 
 Pipeline per video: decode with decord (default where it is installed) or PyAV -> K clips of `num_frames`
 frames `sampling_rate` apart (random start in train, centred in val/eval) -> per clip: short side resized to a
-random size in `short_side` (train; the smallest in val/eval), random (train) or centre crop of `image_size`,
+random size in `short_side` (train; the smallest in val/eval), a train crop by `crop` (datamodules/video_crop.py:
+random `image_size` box, VideoMAE's multi-scale crop or MAE-ST's random resized crop) or the centre box (eval),
 optional horizontal flip -> [0, 1] -> (x - mean) / std per channel. Batches are dicts
 {"video": (B, C, T, H, W) float, "label": (B,) int64, -1 when unlabeled}.
 
@@ -44,6 +45,7 @@ from datamodules.common import (
     verify_files,
 )
 from datamodules.splits import SplitDataModule
+from datamodules.video_crop import TrainCrop
 
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
 BACKENDS = ("decord", "pyav")
@@ -173,10 +175,10 @@ class ClipReader:
 
     def __init__(self, *, backend: str, num_frames: int, sampling_rate: int, image_size: tuple[int, int],
                  short_side: tuple[int, int], mean: Sequence[float], std: Sequence[float], hflip: bool,
-                 short: str) -> None:
+                 short: str, crop: TrainCrop = TrainCrop()) -> None:
         self.read = READERS[backend]
         self.num_frames, self.sampling_rate, self.image_size = num_frames, sampling_rate, image_size
-        self.short_side, self.hflip, self.short = short_side, hflip, short
+        self.short_side, self.hflip, self.short, self.crop = short_side, hflip, short, crop
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1, 1)
 
@@ -188,7 +190,8 @@ class ClipReader:
         return (out - self.mean) / self.std
 
     def spatial(self, clip: Tensor, *, train: bool) -> Tensor:
-        """(T, H, W, 3) uint8 -> (3, T, h, w) in [0, 1]: short side resized, then cropped (and maybe flipped)."""
+        """(T, H, W, 3) uint8 -> (3, T, h, w) in [0, 1]: short side resized, then cropped (train: the `crop` policy's
+        box, resized to image_size; eval: the centre box), maybe flipped."""
         x = clip.permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
         lo, hi = self.short_side
         short = int(torch.randint(lo, hi + 1, ())) if train and hi > lo else lo
@@ -198,11 +201,10 @@ class ClipReader:
         size = (max(size[0], ch), max(size[1], cw))  # never smaller than the crop
         if size != (h, w):
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        if train:
-            top, left = int(torch.randint(0, size[0] - ch + 1, ())), int(torch.randint(0, size[1] - cw + 1, ()))
-        else:
-            top, left = (size[0] - ch) // 2, (size[1] - cw) // 2
-        x = x[:, :, top : top + ch, left : left + cw]
+        top, left, bh, bw = self.crop.box(size, (ch, cw)) if train else ((size[0] - ch) // 2, (size[1] - cw) // 2, ch, cw)
+        x = x[:, :, top : top + bh, left : left + bw]
+        if (bh, bw) != (ch, cw):  # multiscale / resized boxes
+            x = F.interpolate(x, size=(ch, cw), mode="bilinear", antialias=True, align_corners=False)
         if train and self.hflip and bool(torch.rand(()) < 0.5):
             x = x.flip(-1)
         return x.clamp(0, 1).transpose(0, 1).contiguous()  # (3, T, h, w)
@@ -394,6 +396,10 @@ class VideoDataModule(SplitDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         hflip: bool = False,
+        crop: str = "short_side",
+        crop_scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
+        crop_area: Sequence[float] = (0.5, 1.0),
+        crop_aspect: Sequence[float] = (0.75, 4 / 3),
         repeat: int = 1,
         short_video: str = "loop",
         batch_size: int = 32,
@@ -443,6 +449,9 @@ class VideoDataModule(SplitDataModule):
         if min(self.std) <= 0:
             raise ValueError(f"data.std must be positive, got {self.std}")
         self.hflip = check_bool("data.hflip", hflip)
+        self.crop = TrainCrop(kind=crop, scales=tuple(check_floats("data.crop_scales", crop_scales)),
+                              area=tuple(check_floats("data.crop_area", crop_area, length=2)),
+                              aspect=tuple(check_floats("data.crop_aspect", crop_aspect, length=2)))
         self.repeat = check_int("data.repeat", repeat, minimum=1)
         if short_video not in SHORT_POLICIES:
             raise ValueError(f"data.short_video must be one of {SHORT_POLICIES}, got {short_video!r}")
@@ -476,7 +485,7 @@ class VideoDataModule(SplitDataModule):
     def reader(self) -> ClipReader:
         return ClipReader(backend=self.backend, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
                           image_size=self.image_size, short_side=self.short_side, mean=self.mean, std=self.std,
-                          hflip=self.hflip, short=self.short_video)
+                          hflip=self.hflip, short=self.short_video, crop=self.crop)
 
     def _index(self) -> tuple[list[Path], list[int], list[str], str]:
         if self.source == "demo":
