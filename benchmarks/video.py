@@ -9,7 +9,8 @@ machine's reference rate. Medians over clean steps (benchmarks/noise.py) when th
 `--no-compile`, both also run under `torch.compile` (reported beside the eager ratio, which is the headline).
 
 Loader: clips/s of `ClipReader` (decode + sample + resize + crop + normalise, one process, no workers) on
-generated moving-digit mp4s (64 frames of 128x128, H.264): decord vs PyAV, `repeat` 1 vs 4 (one decode, 4 clips).
+generated moving-digit mp4s (64 frames of 128x128, H.264): decord vs PyAV, `repeat` 1 vs 4 (one decode, 4 clips),
+and the paper recipes' train crops (`data.crop=multiscale|resized`: a box resized to 112) against the plain crop.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch
 from benchmarks.flops import count_flops
 from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure
 from datamodules.video import ClipReader, default_backend, write_demo
+from datamodules.video_crop import TrainCrop
 from mae.decoder import Decoder
 from mae.encoder import Encoder
 from mae.losses import masked_mse
@@ -175,26 +177,26 @@ def loader(*, quick: bool) -> dict:
                           seed=0)
         files = sorted(root.rglob("*.mp4"))
         backends = ["decord", "pyav"] if default_backend() == "decord" else ["pyav"]
-        readers = {
-            (backend, repeat): (ClipReader(backend=backend, num_frames=FRAMES, sampling_rate=4, image_size=(SIZE, SIZE),
-                                           short_side=(SIZE, 128), mean=[0.45] * 3, std=[0.225] * 3, hflip=True,
-                                           short="loop"), repeat)
-            for backend in backends for repeat in (1, 4)
-        }
-        samples: dict[tuple[str, int], list[Sample]] = {k: [] for k in readers}
+        def reader(backend: str, crop: str) -> ClipReader:
+            return ClipReader(backend=backend, num_frames=FRAMES, sampling_rate=4, image_size=(SIZE, SIZE),
+                              short_side=(SIZE, 128), mean=[0.45] * 3, std=[0.225] * 3, hflip=True, short="loop",
+                              crop=TrainCrop(kind=crop))
+
+        keys = [(b, r, "short_side") for b in backends for r in (1, 4)]
+        keys += [(backends[0], 1, "multiscale"), (backends[0], 1, "resized")]  # the paper recipes' crops
+        readers = {key: reader(key[0], key[2]) for key in keys}
+        samples: dict[tuple[str, int, str], list[Sample]] = {k: [] for k in readers}
         for r in range(1 if quick else 3):
-            keys = list(readers)[r % len(readers):] + list(readers)[: r % len(readers)]
-            for key in keys:
-                reader, repeat = readers[key]
-                samples[key].append(measure(lambda reader=reader, repeat=repeat: [reader(f, clips=repeat, train=True)
-                                                                                  for f in files]))
+            for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+                samples[key].append(measure(lambda rd=readers[key], repeat=key[1]: [rd(f, clips=repeat, train=True)
+                                                                                    for f in files]))
         out = {"videos": len(files), "video_frames": 64, "video_size": 128, "clip": f"{FRAMES}x{SIZE}x{SIZE}, rate 4",
                "results": {}}
-        for (backend, repeat), s in samples.items():
+        for (backend, repeat, crop), s in samples.items():
             med, clean = median_clean(s)
-            out["results"][f"{backend}, repeat {repeat}"] = {"median_s": med, "clips_per_s": len(files) * repeat / med,
-                                                             "videos_per_s": len(files) / med, "clean": clean,
-                                                             "runs": len(s)}
+            name = f"{backend}, repeat {repeat}" + ("" if crop == "short_side" else f", crop={crop}")
+            out["results"][name] = {"median_s": med, "clips_per_s": len(files) * repeat / med,
+                                    "videos_per_s": len(files) / med, "clean": clean, "runs": len(s)}
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -234,7 +236,7 @@ def report(res: dict) -> list[str]:
             f"GFLOP/s ({t['matmul_clean']}/{t['rounds']} clean).", "",
             f"Loader: `ClipReader` in one process (no workers) on {ld['videos']} generated mp4s of {ld['video_frames']} "
             f"frames at {ld['video_size']}x{ld['video_size']} (H.264), clips of {ld['clip']}, short side jittered "
-            "in [112, 128], random crop, flip, normalise.", "",
+            "in [112, 128], random 112 crop (or the named `data.crop`, resized to 112), flip, normalise.", "",
             "| backend, repeat | clips/s | videos/s | clean/all runs |", "|---|---:|---:|---:|"]
     for name, m in ld["results"].items():
         out.append(f"| {name} | {m['clips_per_s']:.1f} | {m['videos_per_s']:.1f} | {m['clean']}/{m['runs']} |")
