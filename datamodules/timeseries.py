@@ -248,16 +248,6 @@ class SeriesDataset(Dataset):
         return {"series": self.series[i], "observed": self.observed[i], "label": self.labels[i]}
 
 
-def standardize_features(train_x: Tensor, val_x: Tensor) -> tuple[Tensor, Tensor]:
-    """(N, D), (M, D) -> both standardised with the TRAIN columns' mean and std (zero std -> 1, StandardScaler's
-    rule). Mean-pooled transformer features share a large common component, so raw cosine similarities are all
-    close to 1 and a kNN vote is near chance; centring and scaling per feature makes cosine kNN meaningful."""
-    mean = train_x.mean(dim=0, keepdim=True)  # (1, D)
-    std = train_x.std(dim=0, unbiased=False, keepdim=True)  # (1, D)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return (train_x - mean) / std, (val_x - mean) / std
-
-
 def clean_series(series: list[np.ndarray], *, on_nan: str, where: str) -> list[np.ndarray]:
     """Trailing NaN of every channel (unequal-length padding in the file) is cut; NaN inside a series is
     interpolated or raises (on_nan); an empty series raises."""
@@ -279,7 +269,6 @@ class TimeSeriesDataModule(SplitDataModule):
     of `patch_len` for classification. horizons: forecast horizons evaluated (e.g. [96, 192, 336, 720]).
     window_stride: step between pre-training windows. on_nan: "interpolate" or "raise". unequal: "pad" or
     "resample". ridge_alphas: ridge strengths (relative to the mean feature energy) tried on the val split.
-    knn_standardize: classification kNN on TRAIN-standardised features (`standardize_features`), not raw ones.
     plot_dir: where the forecast picture goes (null: none). debug=fast's image keys (source="synthetic",
     synthetic_size, image_size) are accepted and ignored: the bundled data is already small.
     """
@@ -312,7 +301,6 @@ class TimeSeriesDataModule(SplitDataModule):
         demo_dir: str | None = None,
         plot_dir: str | None = None,
         ridge_alphas: list[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
-        knn_standardize: bool = True,
         source: str | None = None,
         synthetic_size: int | None = None,  # noqa: ARG002 (debug=fast)
         image_size: object = None,  # noqa: ARG002 (debug=fast)
@@ -352,7 +340,6 @@ class TimeSeriesDataModule(SplitDataModule):
         self.demo_dir = check_optional_str("data.demo_dir", demo_dir)
         self.plot_dir = check_optional_str("data.plot_dir", plot_dir)
         self.ridge_alphas = check_floats("data.ridge_alphas", ridge_alphas)
-        self.knn_standardize = check_bool("data.knn_standardize", knn_standardize)
         self._ready = False
 
     # ---------------------------------------------------------------------------------- forecasting
@@ -447,9 +434,10 @@ class TimeSeriesDataModule(SplitDataModule):
                 DataLoader(self.val_set, batch_size=batch, num_workers=self.num_workers))
 
     def evaluate_frozen(self, module, encoders: dict, *, k: int, temperature: float, max_samples: int | None,
-                        seed: int) -> dict[str, float]:
+                        seed: int) -> dict[str, float] | None:
         """Forecasting: a linear (flatten) head on each frozen encoder, test MSE/MAE per horizon (mae/forecast.py).
-        Classification: the shared linear probe / kNN / RankMe on per-sample merged features (TRAIN -> TEST)."""
+        Classification: None = the shared linear probe / kNN / RankMe on per-sample merged features (TRAIN -> TEST;
+        conf/modality/timeseries.yaml turns on eval.knn_standardize)."""
         self._prepare()
         if self.task == "forecast":
             from mae.forecast import evaluate_forecast
@@ -459,22 +447,8 @@ class TimeSeriesDataModule(SplitDataModule):
                        for name, ds in self.forecast_sets.items()}
             return evaluate_forecast(module, encoders, loaders, horizons=self.horizons, alphas=self.ridge_alphas,
                                      max_samples=max_samples, plot_dir=self.plot_dir)
-        from mae.eval.features import extract_features
-        from mae.eval.knn import knn_accuracy
-        from mae.eval.report import evaluate_features
-
-        train_loader, val_loader = self.eval_dataloaders()
-        metrics: dict[str, float] = {}
-        for suffix, encoder in encoders.items():
-            embed = lambda batch, encoder=encoder: module.embed_with(encoder, batch)  # noqa: E731
-            tx, ty = extract_features(embed, train_loader, device=module.device, max_samples=max_samples)
-            vx, vy = extract_features(embed, val_loader, device=module.device)
-            metrics |= evaluate_features(tx, ty, vx, vy, k=k, temperature=temperature, suffix=suffix)
-            if self.knn_standardize:  # kNN on TRAIN-standardised features (the linear probe standardises already)
-                sx, svx = standardize_features(tx, vx)
-                metrics[f"eval/knn_acc{suffix}"] = knn_accuracy(sx, ty, svx, vy, k=k, temperature=temperature)
-        return metrics
+        return None  # classification: the shared protocol (mae.eval.encoders.probe_encoders)
 
 
 __all__ = ["TimeSeriesDataModule", "WindowDataset", "SeriesDataset", "read_forecast_csv", "forecast_borders",
-           "fill_missing", "fit_length", "read_ts", "standardize_features", "write_demo_csv", "download_ett", "bundled_ucr_names"]
+           "fill_missing", "fit_length", "read_ts", "write_demo_csv", "download_ett", "bundled_ucr_names"]

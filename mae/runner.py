@@ -120,6 +120,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics |= evaluate_module(
             module, datamodule, k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature,
             random_init=cfg.eval.random_init, max_samples=cfg.eval.max_samples, seed=cfg.seed,
+            knn_standardize=cfg.eval.knn_standardize,
         )
         metrics["eval/seconds"] = time.perf_counter() - start
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]

@@ -210,3 +210,21 @@ def test_format_summary_side_by_side():
     assert not any(line.startswith("eval/rankme_random_init") for line in lines)
     rows = [line for line in lines if line.startswith("eval/")]
     assert len({len(r) for r in rows}) == 1  # aligned
+
+
+def test_knn_standardize_runs_the_knn_on_train_standardised_features(tmp_path):
+    """A large shared component makes every raw cosine ~1 (kNN near chance); eval.knn_standardize removes it with
+    the TRAIN statistics. Off by default; conf/modality/timeseries.yaml turns it on."""
+    from mae.eval.knn import standardize_features
+    from tests.conftest import compose_cfg
+
+    x, y = _clusters(n_per=40, classes=4, dim=16, spread=0.3, seed=0)
+    x = x * 1e-3 + 100.0  # (160, 16): next to the common offset the class signal is near float32 resolution
+    tx, ty, vx, vy = x[::2], y[::2], x[1::2], y[1::2]
+    raw = evaluate_features(tx, ty, vx, vy, k=5)
+    std = evaluate_features(tx, ty, vx, vy, k=5, knn_standardize=True)
+    sx, svx = standardize_features(tx, vx)
+    assert std["eval/knn_acc"] == knn_accuracy(sx, ty, svx, vy, k=5) == 1.0 and raw["eval/knn_acc"] < 0.7
+    assert std["eval/linear_acc"] == raw["eval/linear_acc"] and std["eval/rankme"] == raw["eval/rankme"]
+    assert compose_cfg(["modality=timeseries"], tmp_path).eval.knn_standardize is True
+    assert compose_cfg([], tmp_path).eval.knn_standardize is False

@@ -14,9 +14,9 @@ from datamodules.timeseries import (
     fit_length,
     forecast_borders,
     read_ts,
-    standardize_features,
 )
 from mae.encoder import Encoder
+from mae.eval.knn import standardize_features
 from mae.forecast import PrefixGram, quadratic_mse, ridge_path
 from mae.masking import BlockMasker, RandomMasker, num_masked
 from mae.pos_embed import SinCosPosEmbed

@@ -35,22 +35,25 @@ def evaluate_module(
     random_init: bool,
     max_samples: int | None,
     seed: int,
+    knn_standardize: bool = False,
 ) -> dict[str, float]:
     """eval/linear_acc, eval/knn_acc, eval/rankme (+ the *_random_init twins) on the datamodule's
     `eval_dataloaders()` = (train split without augmentation, val split), with `module.embed_with`.
 
     A datamodule whose task is not "one label per sample" (forecasting, node classification) defines
-    `evaluate_frozen(module, encoders, *, k, temperature, max_samples, seed) -> dict` and gets the same
-    pretrained / random-init encoders to evaluate its own way.
+    `evaluate_frozen(module, encoders, *, k, temperature, max_samples, seed) -> dict | None` and gets the same
+    pretrained / random-init encoders to evaluate its own way (None: the default protocol after all).
     """
     module.eval()
     encoders = frozen_encoders(module, random_init=random_init, seed=seed)
     custom = getattr(datamodule, "evaluate_frozen", None)
     if custom is not None:
-        return custom(module, encoders, k=k, temperature=temperature, max_samples=max_samples, seed=seed)
+        metrics = custom(module, encoders, k=k, temperature=temperature, max_samples=max_samples, seed=seed)
+        if metrics is not None:
+            return metrics
     train_loader, val_loader = datamodule.eval_dataloaders()
     return probe_encoders(module, encoders, train_loader, val_loader, k=k, temperature=temperature,
-                          max_samples=max_samples)
+                          max_samples=max_samples, knn_standardize=knn_standardize)
 
 
 def probe_encoders(
@@ -62,6 +65,7 @@ def probe_encoders(
     k: int,
     temperature: float,
     max_samples: int | None,
+    knn_standardize: bool = False,
 ) -> dict[str, float]:
     """The default protocol for every encoder: pooled features (`module.embed_with`) of the train loader fit
     the linear probe / kNN, scored on the val loader; RankMe of the train features. Keys get the suffix."""
@@ -70,5 +74,6 @@ def probe_encoders(
         embed = lambda batch, encoder=encoder: module.embed_with(encoder, batch)  # noqa: E731
         train_x, train_y = extract_features(embed, train_loader, device=module.device, max_samples=max_samples)
         val_x, val_y = extract_features(embed, val_loader, device=module.device)
-        metrics |= evaluate_features(train_x, train_y, val_x, val_y, k=k, temperature=temperature, suffix=suffix)
+        metrics |= evaluate_features(train_x, train_y, val_x, val_y, k=k, temperature=temperature, suffix=suffix,
+                                     knn_standardize=knn_standardize)
     return metrics

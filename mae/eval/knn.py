@@ -53,3 +53,13 @@ def knn_accuracy(
         pred = classes[votes.argmax(dim=1)]  # (B,)
         correct += int((pred == test_y[start : start + chunk]).sum())
     return correct / test.shape[0]
+
+
+def standardize_features(train_x: Tensor, val_x: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, D), (M, D) -> both standardised with the TRAIN columns' mean and std (zero std -> 1, StandardScaler's
+    rule). Mean-pooled transformer features share a large common component, so raw cosine similarities are all
+    close to 1 and a kNN vote is near chance; centring and scaling per feature makes cosine kNN meaningful."""
+    mean = train_x.mean(dim=0, keepdim=True)  # (1, D)
+    std = train_x.std(dim=0, unbiased=False, keepdim=True)  # (1, D)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return (train_x - mean) / std, (val_x - mean) / std

@@ -6,7 +6,7 @@ import math
 from torch import Tensor
 
 from mae.eval.features import UNLABELED
-from mae.eval.knn import knn_accuracy
+from mae.eval.knn import knn_accuracy, standardize_features
 from mae.eval.linear import linear_probe_accuracy
 from mae.eval.rankme import rankme
 
@@ -24,8 +24,10 @@ def evaluate_features(
     temperature: float = 0.07,
     prefix: str = "eval/",
     suffix: str = "",
+    knn_standardize: bool = False,
 ) -> dict[str, float]:
-    """Linear-probe accuracy, kNN accuracy and RankMe of frozen features.
+    """Linear-probe accuracy, kNN accuracy and RankMe of frozen features. knn_standardize: the kNN runs on features
+    standardised with the TRAIN statistics (`standardize_features`; the linear probe standardises anyway).
 
     train_x: (N, D), train_y: (N,) int labels; val_x: (M, D), val_y: (M,) int labels, -1 = unlabeled.
     Samples labelled -1 are left out of the probes; if the train or val side has no labelled sample
@@ -41,7 +43,8 @@ def evaluate_features(
         return metrics
     tx, ty, vx, vy = train_x[train_keep], train_y[train_keep], val_x[val_keep], val_y[val_keep]
     metrics[f"{prefix}linear_acc{suffix}"] = linear_probe_accuracy(tx, ty, vx, vy)
-    metrics[f"{prefix}knn_acc{suffix}"] = knn_accuracy(tx, ty, vx, vy, k=k, temperature=temperature)
+    kx, kvx = standardize_features(tx, vx) if knn_standardize else (tx, vx)
+    metrics[f"{prefix}knn_acc{suffix}"] = knn_accuracy(kx, ty, kvx, vy, k=k, temperature=temperature)
     return metrics
 
 
