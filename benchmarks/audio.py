@@ -10,14 +10,13 @@ local 4x4-token windows (shifted every other block), interleaved, clips/s. Media
 from __future__ import annotations
 
 import shutil
-import statistics
 import tempfile
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from benchmarks.noise import Sample, measure
+from benchmarks.noise import Sample, measure, median_clean
 from datamodules.audio import FbankFeatures, write_demo
 from mae.decoder import Decoder
 from mae.encoder import Encoder
@@ -28,12 +27,6 @@ from mae.optim import param_groups
 from mae.pos_embed import SinCosPosEmbed
 from mae.targets import NormPixTarget
 from mae.tokenizers.audio import SpectrogramTokenizer
-
-
-def median_clean(samples: list[Sample]) -> tuple[float, int]:
-    clean = [s.seconds for s in samples if s.clean]
-    used = clean if len(clean) >= 3 else [s.seconds for s in samples]
-    return statistics.median(used), len(clean)
 
 
 def feature_throughput(*, quick: bool) -> dict:

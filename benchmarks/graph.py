@@ -21,7 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from benchmarks.noise import Sample, measure
+from benchmarks.noise import Sample, measure, median_clean
 from datamodules.graph import NodeItems
 from mae.graph_ops import collate_graphs, laplacian_pe, num_subgraphs
 from mae.optim import param_groups
@@ -64,12 +64,6 @@ def build(model: str):
         opt.zero_grad()
 
     return step, sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def median_clean(samples: list[Sample]) -> tuple[float, int]:
-    clean = [s.seconds for s in samples if s.clean]
-    used = clean if len(clean) >= 3 else [s.seconds for s in samples]
-    return statistics.median(used), len(clean)
 
 
 def throughput(quick: bool) -> dict:

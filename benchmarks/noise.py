@@ -8,6 +8,7 @@ samples where that stayed under a threshold. Off Linux every sample counts as cl
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,3 +50,11 @@ def measure(fn: Callable[[], object]) -> Sample:
         return Sample(seconds, 0.0)
     other = (after[0] - before[0]) - (after[1] - before[1])
     return Sample(seconds, max(0.0, other / _TICK / seconds))
+
+
+def median_clean(samples: list[Sample]) -> tuple[float, int]:
+    """(median seconds, number of clean samples): the median over the clean samples when there are >= 3, else
+    over all of them."""
+    clean = [s.seconds for s in samples if s.clean]
+    used = clean if len(clean) >= 3 else [s.seconds for s in samples]
+    return statistics.median(used), len(clean)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.noise import Sample, measure
+from benchmarks.noise import Sample, measure, median_clean
 from datamodules.pointcloud import read_points_cached
 from mae.decoder import Decoder
 from mae.encoder import Encoder
@@ -38,12 +38,6 @@ SIZES = {  # name -> (PointNet widths, encoder dim, depth, heads, decoder dim, d
     "Point-MAE": ((128, 256, 512), 384, 12, 6, 384, 4, 6),
     "CPU default": ((32, 64, 128), 128, 4, 4, 64, 2, 2),
 }
-
-
-def median_clean(samples: list[Sample]) -> tuple[float, int]:
-    clean = [s.seconds for s in samples if s.clean]
-    used = clean if len(clean) >= 3 else [s.seconds for s in samples]
-    return statistics.median(used), len(clean)
 
 
 def timed(fn, *, steps: int, budget_s: float) -> list[Sample]:

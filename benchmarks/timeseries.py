@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.noise import Sample, measure
+from benchmarks.noise import Sample, measure, median_clean
 from datamodules.timeseries import TimeSeriesDataModule
 from mae.decoder import Decoder
 from mae.encoder import Encoder
@@ -34,12 +34,6 @@ from mae.optim import param_groups
 from mae.tokenizers.timeseries import LearnedPosEmbed, PatchTSTTokenizer, RevINPatchTarget
 
 CHANNELS = 7
-
-
-def median_clean(samples: list[Sample]) -> tuple[float, int]:
-    clean = [s.seconds for s in samples if s.clean]
-    used = clean if len(clean) >= 3 else [s.seconds for s in samples]
-    return statistics.median(used), len(clean)
 
 
 def build_patchtst(batch: int) -> tuple[MAEModule, torch.optim.Optimizer]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.flops import count_flops
-from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure
+from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure, median_clean
 from datamodules.video import ClipReader, default_backend, write_demo
 from datamodules.video_crop import TrainCrop
 from mae.decoder import Decoder
@@ -42,16 +42,14 @@ DEC = {"dim": 96, "depth": 4, "heads": 3}
 LR, WD, BETAS = 1.5e-4 * 4 / 256, 0.05, (0.9, 0.95)
 
 
-def median_clean(samples: list[Sample]) -> tuple[float, int]:
-    clean = [s.seconds for s in samples if s.clean]
-    used = clean if len(clean) >= 3 else [s.seconds for s in samples]
-    return statistics.median(used), len(clean)
+def tokenizer() -> VideoTokenizer:
+    return VideoTokenizer(num_frames=FRAMES, image_size=SIZE, tubelet_size=TUBELET, patch_size=PATCH)
 
 
 def build_ours(batch: int):
     torch.manual_seed(0)
     module = MAEModule(
-        tokenizer=VideoTokenizer(num_frames=FRAMES, image_size=SIZE, tubelet_size=TUBELET, patch_size=PATCH),
+        tokenizer=tokenizer(),
         masker=TubeMasker(ratio=RATIO),
         encoder=partial(Encoder, dim=ENC["dim"], depth=ENC["depth"], num_heads=ENC["heads"], cls_token=False,
                         pos_embed=SinCosPosEmbed),
@@ -92,7 +90,7 @@ def train_step(*, quick: bool, compile: bool = False) -> dict:
     video = torch.randn(batch, 3, FRAMES, SIZE, SIZE)  # (B, C, T, H, W), as our datamodule yields
     hf_video = video.transpose(1, 2).contiguous()  # (B, T, C, H, W), HF's layout
     gen = torch.Generator().manual_seed(0)
-    tokens = build_ours(batch)[0].tokenizer({"video": video})
+    tokens = tokenizer()({"video": video})
     masks = [TubeMasker(ratio=RATIO)(tokens, gen) for _ in range(8)]  # the same masks for every model
     state = {"i": 0}
 

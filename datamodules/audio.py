@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.splits import SplitDataModule
 from datamodules.common import (
     UNLABELED,
+    FileSubset,
     LoadError,
-    SampleKey,
     SeededSampler,
     SkipCounter,
     build_folder_once,
@@ -40,8 +40,7 @@ from datamodules.common import (
     check_on_error,
     check_optional_str,
     index_class_folder,
-    load_from,
-    seeded,
+    resolve_source,
     split_indices,
     try_load,
     verify_files,
@@ -236,35 +235,28 @@ class Normalizer:
         return (x - self.mean) / self.std
 
 
-class AudioDataset(Dataset):
+class AudioDataset(FileSubset):
     """The `indices` subset of `paths` as normalised fbank crops; a file that fails raises LoadError
     (on_error="raise") or is skipped with a warning and replaced by the next one (on_error="skip")."""
+
+    what = "clips"
 
     def __init__(self, *, paths: Sequence[Path], labels: Sequence[int], indices: Sequence[int],
                  features: FbankFeatures, normalize: Normalizer | None, frames: int, random_crop: bool,
                  on_error: str, skips: SkipCounter) -> None:
-        self.paths, self.labels, self.indices = list(paths), list(labels), list(indices)
+        super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
+        self.paths = list(paths)
         self.features, self.normalize, self.frames, self.random_crop = features, normalize, frames, random_crop
-        self.on_error, self.skips = check_on_error(on_error), skips
-        self.bad: set[int] = set()
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, key: SampleKey) -> dict[str, Tensor | int]:
-        return seeded(key, self._get)
-
-    def _features(self, index: int) -> Tensor:
+    def _load(self, index: int) -> Tensor:
         return self.features(self.paths[index])  # (T', F); LoadError on a bad file
 
     def raw(self, position: int) -> Tensor | None:
         """Full-file features of the sample at `position` ((T', F)), None if the file is bad and skipped."""
-        return try_load(self.indices[position], self._features, bad=self.bad, on_error=self.on_error, skips=self.skips)
+        return try_load(self.indices[position], self._load, bad=self.bad, on_error=self.on_error, skips=self.skips)
 
-    def _get(self, position: int) -> dict[str, Tensor | int]:
-        index, feats = load_from(position, self.indices, self._features, bad=self.bad, on_error=self.on_error,
-                                 skips=self.skips, what="clips")
-        feats = self.normalize(feats) if self.normalize is not None else feats
+    def _item(self, index: int, loaded: Tensor) -> dict[str, Tensor | int]:
+        feats = self.normalize(loaded) if self.normalize is not None else loaded
         return {"fbank": crop_or_pad(feats, self.frames, random=self.random_crop), "label": self.labels[index]}  # (T, F)
 
 
@@ -317,16 +309,8 @@ class AudioDataModule(SplitDataModule):
         self.list_csv = check_optional_str("data.list", list)
         self.audio_dir = check_optional_str("data.audio_dir", audio_dir)
         self.val_fold = None if val_fold is None else check_int("data.val_fold", val_fold)
-        if source == "synthetic":
-            source = "demo"
-        if source is None:
-            source = "folder" if self.root is not None or self.list_csv is not None else "demo"
-        if source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES} or null, got {source!r}")
-        if source == "folder" and (self.root is None) == (self.list_csv is None):
-            raise ValueError(f"data.source='folder' needs exactly one of data.root and data.list, got "
-                             f"root={self.root!r}, list={self.list_csv!r}")
-        self.source = source
+        self.source = resolve_source(source, root=self.root, list_file=self.list_csv, generated="demo",
+                                     sources=SOURCES)
         self.frames = check_int("data.frames", frames, minimum=1)
         self.features = FbankFeatures(
             sample_rate=check_int("data.sample_rate", sample_rate, minimum=1000),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from mae.seeding import mix_seed
 
@@ -179,6 +179,23 @@ class LoadError(RuntimeError):
         self.reason = reason
 
 
+def resolve_source(source: str | None, *, root: str | None, list_file: str | None, generated: str,
+                   sources: Sequence[str]) -> str:
+    """`data.source` of a datamodule with one generated source and "folder": "synthetic" (debug=fast's name) is an
+    alias of `generated`, null picks "folder" when data.root or data.list is set (else `generated`), and "folder"
+    needs exactly one of the two."""
+    if source == "synthetic":
+        source = generated
+    if source is None:
+        source = "folder" if root is not None or list_file is not None else generated
+    if source not in sources:
+        raise ValueError(f"data.source must be one of {tuple(sources)} or null, got {source!r}")
+    if source == "folder" and (root is None) == (list_file is None):
+        raise ValueError(f"data.source='folder' needs exactly one of data.root and data.list, got "
+                         f"root={root!r}, list={list_file!r}")
+    return source
+
+
 def check_on_error(on_error: object) -> str:
     """Return on_error if it is "skip" or "raise"; raise ValueError otherwise."""
     if not isinstance(on_error, str) or on_error not in ON_ERROR_CHOICES:
@@ -231,6 +248,37 @@ def load_from(position: int, indices: Sequence[int], load: Callable[[int], T], *
         if loaded is not None:
             return index, loaded
     raise RuntimeError(f"every one of the {n} {what} of this split failed to load")
+
+
+class FileSubset(Dataset):
+    """The `indices` subset of a file-backed source, drawn under each sample's seed (`seeded`). Subclasses
+    define `_load(index)` (the raw sample; LoadError on a bad file) and `_item(index, loaded)` (the batch dict).
+    A file that fails raises (on_error="raise") or is skipped with a warning and replaced by the next one; `bad`
+    remembers, per process, the indices already found broken so they are not retried."""
+
+    what = "samples"  # plural noun for the error when every file of a split fails
+
+    def __init__(self, *, labels: Sequence[int], indices: Sequence[int], on_error: str, skips: SkipCounter) -> None:
+        self.labels, self.indices = list(labels), list(indices)
+        self.on_error, self.skips = check_on_error(on_error), skips
+        self.bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: SampleKey) -> dict:
+        return seeded(key, self._get)
+
+    def _load(self, index: int):
+        raise NotImplementedError
+
+    def _item(self, index: int, loaded) -> dict:
+        raise NotImplementedError
+
+    def _get(self, position: int) -> dict:
+        index, loaded = load_from(position, self.indices, self._load, bad=self.bad, on_error=self.on_error,
+                                  skips=self.skips, what=self.what)
+        return self._item(index, loaded)
 
 
 def verify_files(

@@ -12,14 +12,13 @@ from typing import Protocol
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from datamodules.splits import SplitDataModule
 from datamodules.common import (
+    FileSubset,
     LoadError,
-    SampleKey,
     SkipCounter,
     check_bool,
     check_float,
@@ -28,9 +27,7 @@ from datamodules.common import (
     check_on_error,
     check_optional_str,
     index_class_folder,
-    load_from,
     read_list_csv,
-    seeded,
     split_indices,
     verify_files,
 )
@@ -164,12 +161,14 @@ def eval_transform(*, size: tuple[int, int], mean: list[float], std: list[float]
 
 
 # ------------------------------------------------------------------------------------------- dataset
-class ImageDataset(Dataset):
+class ImageDataset(FileSubset):
     """The `indices` subset of `images`, transformed; keys are indices or (sample_seed, index) (see `seeded`).
 
     A file that fails to decode raises LoadError (on_error="raise") or is skipped with a warning and
     replaced by the next sample of the subset (on_error="skip").
     """
+
+    what = "images"
 
     def __init__(
         self,
@@ -181,24 +180,14 @@ class ImageDataset(Dataset):
         on_error: str,
         skips: SkipCounter,
     ) -> None:
-        self.images = images
-        self.labels = list(labels)
-        self.indices = list(indices)
-        self.transform = transform
-        self.on_error = check_on_error(on_error)
-        self.skips = skips
-        self.bad: set[int] = set()  # per process: indices already found broken, not retried
+        super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
+        self.images, self.transform = images, transform
 
-    def __len__(self) -> int:
-        return len(self.indices)
+    def _load(self, index: int) -> Tensor:
+        return self.images.load(index)  # (C, h, w) uint8
 
-    def __getitem__(self, key: SampleKey) -> dict[str, Tensor | int]:
-        return seeded(key, self._get)
-
-    def _get(self, position: int) -> dict[str, Tensor | int]:
-        index, image = load_from(position, self.indices, self.images.load, bad=self.bad, on_error=self.on_error,
-                                 skips=self.skips, what="images")  # (C, h, w) uint8
-        return {"image": self.transform(image), "label": self.labels[index]}  # (C, H, W), int
+    def _item(self, index: int, loaded: Tensor) -> dict[str, Tensor | int]:
+        return {"image": self.transform(loaded), "label": self.labels[index]}  # (C, H, W), int
 
 
 # ---------------------------------------------------------------------------------------- datamodule

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from datamodules.splits import SplitDataModule
 from datamodules.common import (
-    LoadError, SampleKey, load_from, SkipCounter, check_bool, check_float, check_floats, check_int,
-    check_on_error, check_optional_str, index_class_folder, read_list_csv, seeded, split_indices, split_key,
-    verify_files,
+    FileSubset, LoadError, SampleKey, SkipCounter, check_bool, check_float, check_floats, check_int,
+    check_on_error, check_optional_str, index_class_folder, read_list_csv, resolve_source, seeded, split_indices,
+    split_key, verify_files,
 )
 from mae.seeding import mix_seed
 
@@ -237,23 +236,20 @@ class PointAugment:
 
 
 # ----------------------------------------------------------------------------------------------- dataset
-class PointCloudDataset(Dataset):
+class PointCloudDataset(FileSubset):
     """The `indices` subset of a source; items {"points": (num_points, 3), "label": int}.
 
     `load(index)` returns raw points (P, 3) or raises; keys are plain indices (no augmentation, a fixed
     per-index subsample) or (sample_seed, index) (augmented). Broken files are skipped (next sample) or raise.
     """
 
+    what = "point clouds"
+
     def __init__(self, *, load: Callable[[int], Tensor], labels: Sequence[int], indices: Sequence[int],
                  num_points: int, augment: PointAugment | None, on_error: str, skips: SkipCounter,
                  names: Callable[[int], str], seed: int) -> None:
-        self.load, self.labels, self.indices = load, list(labels), list(indices)
-        self.num_points, self.augment, self.on_error, self.skips = num_points, augment, on_error, skips
-        self.names, self.seed = names, seed
-        self.bad: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.indices)
+        super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
+        self.load, self.num_points, self.augment, self.names, self.seed = load, num_points, augment, names, seed
 
     def __getitem__(self, key: SampleKey) -> dict[str, Tensor | int]:
         sample_seed, position = split_key(key)
@@ -261,7 +257,7 @@ class PointCloudDataset(Dataset):
             key = (mix_seed(self.seed, position), position)
         return seeded(key, self._get)
 
-    def _load_clean(self, index: int) -> Tensor:
+    def _load(self, index: int) -> Tensor:
         """(P, 3) finite points of file `index`; any decoder error becomes a LoadError naming the file."""
         try:
             return clean_points(self.load(index))
@@ -270,10 +266,8 @@ class PointCloudDataset(Dataset):
         except Exception as err:  # noqa: BLE001 - decoders raise many kinds
             raise LoadError(self.names(index), f"{type(err).__name__}: {err}") from err
 
-    def _get(self, position: int) -> dict[str, Tensor | int]:
-        index, points = load_from(position, self.indices, self._load_clean, bad=self.bad, on_error=self.on_error,
-                                  skips=self.skips, what="point clouds")
-        x = normalize_unit_sphere(resample(points, self.num_points))  # (num_points, 3)
+    def _item(self, index: int, loaded: Tensor) -> dict[str, Tensor | int]:
+        x = normalize_unit_sphere(resample(loaded, self.num_points))  # (num_points, 3)
         if self.augment is not None:
             x = self.augment(x)
         return {"points": x, "label": self.labels[index]}
@@ -322,15 +316,7 @@ class PointCloudDataModule(SplitDataModule):
         super().__init__()
         self.root = check_optional_str("data.root", root)
         self.list_csv = check_optional_str("data.list", list)
-        if source == "synthetic":
-            source = "shapes"
-        if source is None:
-            source = "folder" if self.root is not None or self.list_csv is not None else "shapes"
-        if source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES} or null, got {source!r}")
-        if source == "folder" and (self.root is None) == (self.list_csv is None):
-            raise ValueError(f"data.source='folder' needs exactly one of data.root and data.list, "
-                             f"got root={self.root!r}, list={self.list_csv!r}")
+        source = resolve_source(source, root=self.root, list_file=self.list_csv, generated="shapes", sources=SOURCES)
         if source == "shapes" and (self.root is not None or self.list_csv is not None):
             raise ValueError("data.root / data.list are only read by data.source='folder' (or null), not 'shapes'")
         self.source = source

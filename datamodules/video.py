@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.common import (
     UNLABELED,
+    FileSubset,
     LoadError,
-    SampleKey,
     SeededSampler,
     SkipCounter,
     build_folder_once,
@@ -39,8 +39,7 @@ from datamodules.common import (
     check_on_error,
     check_optional_str,
     index_class_folder,
-    load_from,
-    seeded,
+    resolve_source,
     split_indices,
     verify_files,
 )
@@ -341,30 +340,22 @@ def collate_clips(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     return {"video": torch.cat([s["video"] for s in samples]), "label": torch.cat([s["label"] for s in samples])}
 
 
-class VideoDataset(Dataset):
+class VideoDataset(FileSubset):
     """The `indices` subset of `paths`; item = {"video": (K, C, T, H, W), "label": (K,)} with K = `clips`. A file
     that fails raises LoadError (on_error="raise") or is skipped with a warning and replaced by the next one."""
 
+    what = "videos"
+
     def __init__(self, *, paths: Sequence[Path], labels: Sequence[int], indices: Sequence[int], reader: ClipReader,
                  clips: int, train: bool, on_error: str, skips: SkipCounter) -> None:
-        self.paths, self.labels, self.indices = list(paths), list(labels), list(indices)
-        self.reader, self.clips, self.train = reader, clips, train
-        self.on_error, self.skips = check_on_error(on_error), skips
-        self.bad: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, key: SampleKey) -> dict[str, Tensor]:
-        return seeded(key, self._get)
+        super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
+        self.paths, self.reader, self.clips, self.train = list(paths), reader, clips, train
 
     def _load(self, index: int) -> Tensor:
         return self.reader(self.paths[index], clips=self.clips, train=self.train)  # LoadError on a bad file
 
-    def _get(self, position: int) -> dict[str, Tensor]:
-        index, video = load_from(position, self.indices, self._load, bad=self.bad, on_error=self.on_error,
-                                 skips=self.skips, what="videos")
-        return {"video": video, "label": torch.full((self.clips,), self.labels[index], dtype=torch.int64)}
+    def _item(self, index: int, loaded: Tensor) -> dict[str, Tensor]:
+        return {"video": loaded, "label": torch.full((self.clips,), self.labels[index], dtype=torch.int64)}
 
 
 # ---------------------------------------------------------------------------------------- datamodule
@@ -419,14 +410,8 @@ class VideoDataModule(SplitDataModule):
         super().__init__()
         self.root, self.list_file = check_optional_str("data.root", root), check_optional_str("data.list", list)
         self.video_dir = check_optional_str("data.video_dir", video_dir)
-        source = "demo" if source == "synthetic" else source
-        source = source or ("folder" if self.root is not None or self.list_file is not None else "demo")
-        if source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES} or null, got {source!r}")
-        if source == "folder" and (self.root is None) == (self.list_file is None):
-            raise ValueError(f"data.source='folder' needs exactly one of data.root and data.list, got "
-                             f"root={self.root!r}, list={self.list_file!r}")
-        self.source = source
+        self.source = resolve_source(source, root=self.root, list_file=self.list_file, generated="demo",
+                                     sources=SOURCES)
         self.backend = backend if backend is not None else default_backend()
         if self.backend not in BACKENDS:
             raise ValueError(f"data.backend must be one of {BACKENDS} or null (decord where installed), got {backend!r}")

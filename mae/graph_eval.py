@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from mae.callbacks.reconstruction import save_figure  # noqa: E402
 from mae.eval.features import extract_features, to_device  # noqa: E402
 from mae.eval.report import evaluate_features  # noqa: E402
 
@@ -60,10 +61,7 @@ def draw_embeddings(panels: dict[str, tuple[Tensor, Tensor]], metrics: dict[str,
         name = "pretrained" if not suffix else suffix.strip("_").replace("_", " ")
         ax.set_title(f"{name}" + ("" if acc is None else f": linear probe {acc:.3f}"), fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle("held-out embeddings, 2-D PCA, coloured by class", fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plt.close(save_figure(fig, path, title="held-out embeddings, 2-D PCA, coloured by class", fontsize=9))
 
 
 def evaluate_graph_encoders(dm, module: nn.Module, encoders: dict[str, nn.Module], *, k: int, temperature: float,

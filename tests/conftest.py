@@ -1,7 +1,9 @@
 """Tests compose the real Hydra config and shrink it (tiny model, few steps, CPU)."""
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,24 @@ def tiny_fit(modality: str, *, train_batches: int, val_batches: int, decoder_dep
         "model.decoder.dim=32", f"model.decoder.depth={decoder_depth}", "model.decoder.num_heads=2",
         f"callbacks.reconstruction.every_n_epochs={pictures_every}",
     ]
+
+
+# metrics.json keys of a labelled run with the random-init baseline
+PROBE_KEYS = ("train/loss", "val/loss", "eval/linear_acc", "eval/knn_acc", "eval/rankme",
+              "eval/linear_acc_random_init", "eval/knn_acc_random_init")
+
+
+def fit_and_read(cfg: DictConfig, run_dir: Path, keys: Sequence[str] = PROBE_KEYS) -> tuple[dict, dict]:
+    """Run a composed config in-process (`mae.runner.run` validates it first); assert that metrics.json holds
+    `keys` and that a reconstruction picture was written. Returns (run's metrics, metrics.json)."""
+    from mae.runner import run
+
+    metrics = run(cfg)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for key in keys:
+        assert key in saved, key
+    assert list((run_dir / "reconstructions").glob("*.png"))
+    return metrics, saved
 
 
 os.environ.setdefault("WANDB_MODE", "offline")

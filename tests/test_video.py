@@ -37,7 +37,7 @@ from mae.masking import (
 from mae.module import MAEModule
 from mae.pos_embed import SinCosPosEmbed
 from mae.targets import HOGTarget
-from mae.tokenizers.video import TubeletNormPixTarget, VideoHOGTarget, VideoTokenizer, tubeletify, untubeletify
+from mae.tokenizers.video import TubeletNormPixTarget, VideoHOGTarget, VideoTokenizer, tubeletify
 from mae.types import Tokens
 from tests.conftest import FAST, compose_cfg
 

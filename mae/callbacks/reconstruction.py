@@ -65,6 +65,18 @@ def show_image(ax: plt.Axes, img: np.ndarray) -> None:
     ax.set_xticks([]), ax.set_yticks([])
 
 
+def save_figure(fig: plt.Figure, path: Path, *, title: str, fontsize: float = 8, top: float | None = None,
+                dpi: int = 80) -> plt.Figure:
+    """Title the figure, lay it out below the title (`top`: the layout's upper edge; None: no tight layout) and
+    write it as a PNG at `path` (folders created)."""
+    fig.suptitle(title, fontsize=fontsize)
+    if top is not None:
+        fig.tight_layout(rect=(0, 0, 1, top))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return fig
+
+
 def draw_image_panels(images: dict[str, np.ndarray], note: str, path: Path) -> plt.Figure:
     """images: name -> (B, H, W, C) in [0, 1] (NaN = hidden, drawn grey). One row per sample."""
     names = list(images)
@@ -76,11 +88,7 @@ def draw_image_panels(images: dict[str, np.ndarray], note: str, path: Path) -> p
             show_image(ax, images[name][row])
             if row == 0:
                 ax.set_title(name, fontsize=9)
-    fig.suptitle(note, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    return fig
+    return save_figure(fig, path, title=note, top=0.97)
 
 
 class ReconstructionPictures(L.Callback):

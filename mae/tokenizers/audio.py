@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from mae.callbacks.reconstruction import save_figure  # noqa: E402
 from mae.masking import grid_coords  # noqa: E402
 from mae.tokenizers.image import patchify, unpatchify  # noqa: E402
 from mae.types import Tokens  # noqa: E402
@@ -68,8 +69,4 @@ class SpectrogramTokenizer(nn.Module):
                 ax.set_xticks([]), ax.set_yticks([])
                 if row == 0:
                     ax.set_title(name, fontsize=9)
-        fig.suptitle(f"{note}; x = time, y = mel bin", fontsize=8)
-        fig.tight_layout(rect=(0, 0, 1, 0.95))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80)
-        return fig
+        return save_figure(fig, path, title=f"{note}; x = time, y = mel bin", top=0.95)

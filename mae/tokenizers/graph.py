@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from mae.callbacks.reconstruction import save_figure  # noqa: E402
 from mae.targets import PixelTarget  # noqa: E402
 from mae.types import Tokens  # noqa: E402
 
@@ -85,10 +86,7 @@ class GraphTokenizer(nn.Module):
             cos = torch.nn.functional.cosine_similarity(pred[sel], original[sel], dim=-1)
             axes[1].hist(cos.numpy(), bins=30, range=(-1, 1), color="tab:green")
             axes[1].set_title(f"cos(pred, true) of {int(sel.sum())} hidden nodes, mean {cos.mean():.3f}", fontsize=8)
-        fig.suptitle(note, fontsize=8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80)
-        return fig
+        return save_figure(fig, path, title=note)
 
 
 class NodeFeatureTarget(PixelTarget):

@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from mae.callbacks.reconstruction import save_figure  # noqa: E402
 from mae.pointops import group_points  # noqa: E402
 from mae.targets import PixelTarget  # noqa: E402
 from mae.types import Tokens  # noqa: E402
@@ -65,10 +66,7 @@ class PointCloudTokenizer(nn.Module):
                 ax.set_axis_off()
                 if row == 0:
                     ax.set_title(name, fontsize=9)
-        fig.suptitle(note + "; groups drawn at their true centres", fontsize=8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=70)
-        return fig
+        return save_figure(fig, path, title=note + "; groups drawn at their true centres", dpi=70)
 
 
 class PointNetEmbed(nn.Module):

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from mae.callbacks.reconstruction import save_figure  # noqa: E402
 from mae.types import Tokens  # noqa: E402
 
 REVIN_EPS = 1e-5  # RevIN's eps: a constant channel gets std sqrt(eps), values (x - mean) / std = 0
@@ -154,11 +155,8 @@ class PatchTSTTokenizer(nn.Module):
             ax.set_ylabel(f"row {r}", fontsize=7)
             ax.tick_params(labelsize=7)
         axes[0, 0].legend(fontsize=7, loc="upper right")
-        fig.suptitle(f"{note}\ngrey = hidden patches; values in RevIN units (per-series mean/std)", fontsize=8)
-        fig.tight_layout(rect=(0, 0, 1, 0.94))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80)
-        return fig
+        return save_figure(fig, path, title=f"{note}\ngrey = hidden patches; values in RevIN units (per-series mean/std)",
+                           top=0.94)
 
 
 class LearnedPosEmbed(nn.Module):

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from mae.callbacks.reconstruction import show_image  # noqa: E402
+from mae.callbacks.reconstruction import save_figure, show_image  # noqa: E402
 from mae.masking import grid_coords  # noqa: E402
 from mae.targets import HOGTarget  # noqa: E402
 from mae.tokenizers.image import as_hw  # noqa: E402
@@ -105,11 +105,7 @@ class VideoTokenizer(nn.Module):
                         ax.set_ylabel(f"{s}: {name}", fontsize=6, rotation=0, ha="right", va="center")
                     if row == 0:
                         ax.set_title(f"frame {f}", fontsize=6)
-        fig.suptitle(note, fontsize=7)
-        fig.tight_layout(rect=(0, 0, 1, 0.96))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80)
-        return fig
+        return save_figure(fig, path, title=note, fontsize=7, top=0.96)
 
 
 class TubeletNormPixTarget(nn.Module):
