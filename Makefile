@@ -31,7 +31,7 @@ bench: $(STAMP)  ## benchmarks (every modality; ARGS="--only video" for one sect
 	$(BIN)/python benchmarks/run.py $(ARGS)
 
 export: $(STAMP)  ## export a run's encoder to timm: make export RUN=outputs/DATE/TIME
-	$(BIN)/python -m mae.export $(RUN)
+	$(BIN)/python -m mae.modalities.image.export $(RUN)
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs multirun lightning_logs

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from mae.runner import objective_value, run  # imported late: `--help` stays fast
+    from mae.train.runner import objective_value, run  # imported late: `--help` stays fast
 
     return objective_value(run(cfg), cfg.objective)
 

@@ -15,18 +15,18 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from datamodules.audio.datamodule.datamodule import FbankFeatures, write_demo
 
 from benchmarks.noise import Sample, measure, median_clean
-from datamodules.audio import FbankFeatures, write_demo
-from mae.decoder import Decoder
-from mae.encoder import Encoder
-from mae.losses import masked_mse
-from mae.masking import RandomMasker
-from mae.module import MAEModule
-from mae.optim import param_groups
-from mae.pos_embed import SinCosPosEmbed
-from mae.targets import NormPixTarget
-from mae.tokenizers.audio import SpectrogramTokenizer
+from mae.core.decoder import Decoder
+from mae.core.encoder import Encoder
+from mae.core.losses import masked_mse
+from mae.core.masking import RandomMasker
+from mae.core.module import MAEModule
+from mae.core.optim import param_groups
+from mae.core.pos_embed import SinCosPosEmbed
+from mae.core.targets import NormPixTarget
+from mae.modalities.audio.tokenizer import SpectrogramTokenizer
 
 
 def feature_throughput(*, quick: bool) -> dict:

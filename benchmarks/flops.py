@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.models import MASK_RATIO, build_encoder
-from mae.masking import RandomMasker
+from mae.core.masking import RandomMasker
 
 aten = torch.ops.aten
 

@@ -14,15 +14,15 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from mae.decoder import Decoder
-from mae.encoder import Encoder
-from mae.losses import masked_mse
-from mae.masking import RandomMasker
-from mae.module import MAEModule
-from mae.optim import param_groups
-from mae.pos_embed import SinCosPosEmbed
-from mae.targets import NormPixTarget
-from mae.tokenizers.image import ImageTokenizer
+from mae.core.decoder import Decoder
+from mae.core.encoder import Encoder
+from mae.core.losses import masked_mse
+from mae.core.masking import RandomMasker
+from mae.core.module import MAEModule
+from mae.core.optim import param_groups
+from mae.core.pos_embed import SinCosPosEmbed
+from mae.core.targets import NormPixTarget
+from mae.modalities.image.tokenizer import ImageTokenizer
 
 IMAGE, PATCH, MASK_RATIO = 224, 16, 0.75
 ENC = {"dim": 192, "depth": 12, "heads": 3}

@@ -1,7 +1,7 @@
 """Point-cloud section of `make bench`: grouping (FPS + kNN), the Point-MAE training step, positions once vs
 before every block, and the mesh cache.
 
-- Grouping: `mae.pointops.group_points` (64 FPS centres, 32-NN groups) on random clouds of 1024 ... 8192 points.
+- Grouping: `mae.modalities.pointcloud.ops.group_points` (64 FPS centres, 32-NN groups) on random clouds of 1024 ... 8192 points.
 - Training step (forward + backward + AdamW step, 1024-point clouds, ratio 0.6, Chamfer-L2): Point-MAE's size
   (mini-PointNet 128-256/512, encoder 384 x 12, decoder 384 x 4) and the CPU default of modality=pointcloud
   (conf/model/pointmae_cpu.yaml: PointNet 32-64/128, encoder 128 x 4, decoder 64 x 2) at 1024 and 4096 points
@@ -21,18 +21,20 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from datamodules.pointcloud.datamodule.datamodule import read_points_cached
 
 from benchmarks.noise import Sample, measure, median_clean
-from datamodules.pointcloud import read_points_cached
-from mae.decoder import Decoder
-from mae.encoder import Encoder
-from mae.losses import masked_chamfer
-from mae.masking import RandomMasker
-from mae.module import MAEModule
-from mae.optim import param_groups
-from mae.pointops import group_points
-from mae.pos_embed import MLPPosEmbed
-from mae.tokenizers.pointcloud import PointCloudTokenizer, PointGroupTarget, PointNetEmbed
+from mae.core.decoder import Decoder
+from mae.core.encoder import Encoder
+from mae.core.masking import RandomMasker
+from mae.core.module import MAEModule
+from mae.core.optim import param_groups
+from mae.core.pos_embed import MLPPosEmbed
+from mae.modalities.pointcloud.embed import PointNetEmbed
+from mae.modalities.pointcloud.losses import masked_chamfer
+from mae.modalities.pointcloud.ops import group_points
+from mae.modalities.pointcloud.targets import PointGroupTarget
+from mae.modalities.pointcloud.tokenizer import PointCloudTokenizer
 
 SIZES = {  # name -> (PointNet widths, encoder dim, depth, heads, decoder dim, depth, heads)
     "Point-MAE": ((128, 256, 512), 384, 12, 6, 384, 4, 6),
@@ -135,7 +137,7 @@ def mesh_cache(*, quick: bool) -> dict:
 
 def report(res: dict) -> list[str]:
     out = ["", "## Point clouds (Point-MAE)", "",
-           "Grouping = `mae.pointops.group_points` (plain-torch FPS to 64 centres + 32-NN), random clouds; "
+           "Grouping = `mae.modalities.pointcloud.ops.group_points` (plain-torch FPS to 64 centres + 32-NN), random clouds; "
            "training step = forward + backward + AdamW step, ratio 0.6, Chamfer-L2, 64 groups of 32 "
            "(Point-MAE: mini-PointNet 128-256/512, encoder 384 x 12, decoder 384 x 4; CPU default = "
            "`modality=pointcloud`'s model: PointNet 32-64/128, encoder 128 x 4, decoder 64 x 2).", "",

@@ -31,8 +31,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from benchmarks import audio as audio_bench  # noqa: E402
-from benchmarks import graph as graph_bench  # noqa: E402
 from benchmarks import ddp as ddp_bench  # noqa: E402
+from benchmarks import graph as graph_bench  # noqa: E402
 from benchmarks import pointcloud as pointcloud_bench  # noqa: E402
 from benchmarks import timeseries as timeseries_bench  # noqa: E402
 from benchmarks import video as video_bench  # noqa: E402

@@ -22,16 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from datamodules.timeseries.datamodule.datamodule import TimeSeriesDataModule
 
 from benchmarks.noise import Sample, measure, median_clean
-from datamodules.timeseries import TimeSeriesDataModule
-from mae.decoder import Decoder
-from mae.encoder import Encoder
-from mae.losses import masked_mse
-from mae.masking import RandomMasker
-from mae.module import MAEModule
-from mae.optim import param_groups
-from mae.tokenizers.timeseries import LearnedPosEmbed, PatchTSTTokenizer, RevINPatchTarget
+from mae.core.decoder import Decoder
+from mae.core.encoder import Encoder
+from mae.core.losses import masked_mse
+from mae.core.masking import RandomMasker
+from mae.core.module import MAEModule
+from mae.core.optim import param_groups
+from mae.modalities.timeseries.pos_embed import LearnedPosEmbed
+from mae.modalities.timeseries.targets import RevINPatchTarget
+from mae.modalities.timeseries.tokenizer import PatchTSTTokenizer
 
 CHANNELS = 7
 

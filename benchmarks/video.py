@@ -22,19 +22,20 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from datamodules.video.datamodule.crop import TrainCrop
+from datamodules.video.datamodule.datamodule import ClipReader, default_backend, write_demo
 
 from benchmarks.flops import count_flops
 from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure, median_clean
-from datamodules.video import ClipReader, default_backend, write_demo
-from datamodules.video_crop import TrainCrop
-from mae.decoder import Decoder
-from mae.encoder import Encoder
-from mae.losses import masked_mse
-from mae.masking import TubeMasker
-from mae.module import MAEModule
-from mae.optim import param_groups
-from mae.pos_embed import SinCosPosEmbed
-from mae.tokenizers.video import TubeletNormPixTarget, VideoTokenizer
+from mae.core.decoder import Decoder
+from mae.core.encoder import Encoder
+from mae.core.losses import masked_mse
+from mae.core.module import MAEModule
+from mae.core.optim import param_groups
+from mae.core.pos_embed import SinCosPosEmbed
+from mae.modalities.video.masking import TubeMasker
+from mae.modalities.video.targets import TubeletNormPixTarget
+from mae.modalities.video.tokenizer import VideoTokenizer
 
 FRAMES, SIZE, TUBELET, PATCH, RATIO = 16, 112, 2, 16, 0.9
 ENC = {"dim": 192, "depth": 12, "heads": 3}

@@ -37,9 +37,9 @@ PROBE_KEYS = ("train/loss", "val/loss", "eval/linear_acc", "eval/knn_acc", "eval
 
 
 def fit_and_read(cfg: DictConfig, run_dir: Path, keys: Sequence[str] = PROBE_KEYS) -> tuple[dict, dict]:
-    """Run a composed config in-process (`mae.runner.run` validates it first); assert that metrics.json holds
+    """Run a composed config in-process (`mae.train.runner.run` validates it first); assert that metrics.json holds
     `keys` and that a reconstruction picture was written. Returns (run's metrics, metrics.json)."""
-    from mae.runner import run
+    from mae.train.runner import run
 
     metrics = run(cfg)
     saved = json.loads((run_dir / "metrics.json").read_text())

@@ -9,14 +9,15 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
+from datamodules.audio.datamodule.datamodule import AudioDataModule, FbankFeatures, crop_or_pad, write_demo
 
-from datamodules.audio import AudioDataModule, FbankFeatures, crop_or_pad, write_demo
-from datamodules.common import LoadError, SkippedFileWarning
-from mae.decoder import Decoder, window_attn_mask
-from mae.masking import TimeFreqMasker, num_masked
-from mae.pos_embed import SinCosPosEmbed
-from mae.tokenizers.audio import SpectrogramTokenizer
-from mae.types import Tokens
+from datamodules.errors import LoadError, SkippedFileWarning
+from mae.core.decoder import Decoder, window_attn_mask
+from mae.core.masking import num_masked
+from mae.core.pos_embed import SinCosPosEmbed
+from mae.core.tokens import Tokens
+from mae.modalities.audio.masking import TimeFreqMasker
+from mae.modalities.audio.tokenizer import SpectrogramTokenizer
 
 SR = 16000
 

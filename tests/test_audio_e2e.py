@@ -7,10 +7,10 @@ import sys
 
 import pytest
 import torch
+from datamodules.audio.datamodule.datamodule import AudioDataModule
 
-from datamodules.audio import AudioDataModule
-from mae.config_check import validate
-from mae.runner import run
+from mae.train.config_check import validate
+from mae.train.runner import run
 from tests.conftest import ROOT, compose_cfg, fit_and_read, tiny_fit
 
 pytestmark = pytest.mark.e2e

@@ -11,9 +11,9 @@ import timm
 import torch
 from hydra.utils import instantiate
 
-from mae.config_check import validate
-from mae.export import load_run_module
-from mae.runner import run
+from mae.modalities.image.export import load_run_module
+from mae.train.config_check import validate
+from mae.train.runner import run
 from tests.conftest import CONF, FAST, ROOT, compose_cfg
 
 pytestmark = pytest.mark.e2e
@@ -65,7 +65,7 @@ def test_cli_main_job_tiny_writes_metrics_and_pictures(tmp_path):
     assert list((run_dir / "reconstructions").glob("*.png"))
     assert (run_dir / "csv" / "metrics.csv").is_file()
     # export the trained encoder to timm and get the same features as MAEModule.embed
-    export_proc = subprocess.run([sys.executable, "-m", "mae.export", str(run_dir)], cwd=ROOT,
+    export_proc = subprocess.run([sys.executable, "-m", "mae.modalities.image.export", str(run_dir)], cwd=ROOT,
                                  capture_output=True, text=True, timeout=120)
     assert export_proc.returncode == 0, export_proc.stderr[-3000:]
     assert "timm.create_model" in export_proc.stdout

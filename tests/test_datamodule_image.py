@@ -7,17 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datamodules.image.datamodule.datamodule import ImageDataModule
 from PIL import Image
 
-from datamodules.common import (
-    LoadError,
-    SeededSampler,
-    SkippedFileWarning,
-    read_list_csv,
-    seeded,
-    split_indices,
-)
-from datamodules.image import ImageDataModule
+from datamodules.errors import LoadError, SkippedFileWarning
+from datamodules.indexing import read_list_csv, split_indices
+from datamodules.sampling import SeededSampler, seeded
 
 
 def write_image(path: Path, *, size: tuple[int, int] = (20, 30), seed: int = 0) -> Path:

@@ -12,10 +12,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
-from datamodules.common import SeededSampler
-from mae.config_check import validate
-from mae.distributed import count_devices, plan_batch, resolve_batch
-from mae.runner import run
+from datamodules.sampling import SeededSampler
+from mae.train.config_check import validate
+from mae.train.distributed import count_devices, plan_batch, resolve_batch
+from mae.train.runner import run
 from tests.conftest import CONF, FAST, ROOT, compose_cfg
 
 
@@ -97,7 +97,7 @@ def test_ddp_cpu_two_processes_match_one_process_at_the_same_effective_batch(tmp
     common = [*FAST, "trainer.limit_train_batches=3", "data.num_workers=0", "eval.random_init=false"]
     proc = subprocess.run(
         [sys.executable, "train.py", *common, "trainer=ddp_cpu", "data.batch_size=8", "optim.effective_batch_size=16",
-         "+callbacks.rank_check._target_=mae.distributed.RankConsistency",
+         "+callbacks.rank_check._target_=mae.train.distributed.RankConsistency",
          f"+callbacks.rank_check.path={ddp_dir / 'ranks.json'}", f"hydra.run.dir={ddp_dir}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )

@@ -5,10 +5,10 @@ import pytest
 import timm
 import torch
 
-from mae.encoder import Encoder
-from mae.export import timm_kwargs, to_timm_state_dict
-from mae.pos_embed import SinCosPosEmbed
-from mae.tokenizers.image import ImageTokenizer
+from mae.core.encoder import Encoder
+from mae.core.pos_embed import SinCosPosEmbed
+from mae.modalities.image.export import timm_kwargs, to_timm_state_dict
+from mae.modalities.image.tokenizer import ImageTokenizer
 
 
 @pytest.mark.parametrize("cls_token,pool", [(True, "mean"), (True, "cls"), (False, "mean")])

@@ -5,17 +5,24 @@ import math
 
 import pytest
 import torch
+from datamodules.graph.datamodule.datamodule import GraphDataModule
+from datamodules.graph.datamodule.ops import (
+    CSR,
+    bfs_subgraph,
+    clean_graph,
+    collate_graphs,
+    laplacian_pe,
+    random_walk_pe,
+)
 from hydra.utils import instantiate
 from torch_geometric.data import Data
 
-from datamodules.graph import GraphDataModule
-from mae.graph_decoder import GraphDecoder
-from mae.graph_encoder import GraphEncoder
-from mae.graph_masking import GraphMask, GraphMasker, real_hidden_counts
-from mae.graph_ops import CSR, bfs_subgraph, clean_graph, collate_graphs, laplacian_pe, random_walk_pe
-from mae.losses import sce_loss
-from mae.tokenizers.graph import GraphTokenizer
-from mae.types import Mask
+from mae.core.tokens import Mask
+from mae.modalities.graph.decoder import GraphDecoder
+from mae.modalities.graph.encoder import GraphEncoder
+from mae.modalities.graph.losses import sce_loss
+from mae.modalities.graph.masking import GraphMask, GraphMasker, real_hidden_counts
+from mae.modalities.graph.tokenizer import GraphTokenizer
 from tests.conftest import compose_cfg
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hydra.utils import instantiate
 
-from mae.config_check import validate
+from mae.train.config_check import validate
 from tests.conftest import FAST, PROBE_KEYS, compose_cfg, fit_and_read
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +24,7 @@ def test_modality_defaults_are_graphmae(tmp_path):
     block = instantiate(compose_cfg(["modality=graph", "mask=block"], tmp_path).mask)
     assert type(block).__name__ == "BlockMasker"  # an explicit mask choice still wins
     image = compose_cfg([], tmp_path)  # other modalities keep their defaults
-    assert image.model.encoder._target_ == "mae.encoder.Encoder" and image.mask._target_ == "mae.masking.RandomMasker"
+    assert image.model.encoder._target_ == "mae.core.encoder.Encoder" and image.mask._target_ == "mae.core.masking.RandomMasker"
 
 
 @pytest.mark.parametrize("name", ["graphmae_cora", "graphmae_pubmed"])

@@ -3,8 +3,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mae.masking import BlockMasker, RandomMasker, num_masked
-from mae.types import Tokens
+from mae.core.masking import BlockMasker, RandomMasker, num_masked
+from mae.core.tokens import Tokens
 
 
 def grid_tokens(b: int, grid: tuple[int, ...], c: int = 3) -> Tokens:

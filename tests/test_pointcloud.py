@@ -7,18 +7,25 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from datamodules.common import LoadError
-from datamodules.pointcloud import (
-    SHAPES, PointCloudDataModule, clean_points, normalize_unit_sphere, read_points, resample, synthetic_clouds,
+from datamodules.pointcloud.datamodule.datamodule import (
+    SHAPES,
+    PointCloudDataModule,
+    clean_points,
+    normalize_unit_sphere,
+    read_points,
+    resample,
+    synthetic_clouds,
 )
-from mae.encoder import Encoder
-from mae.losses import chamfer_distance, masked_chamfer
-from mae.masking import BlockMasker, RandomMasker
-from mae.pointops import fps, group_points, knn
-from mae.pos_embed import MLPPosEmbed
-from mae.tokenizers.pointcloud import PointCloudTokenizer, PointNetEmbed
-from mae.types import Tokens
+
+from datamodules.errors import LoadError
+from mae.core.encoder import Encoder
+from mae.core.masking import BlockMasker, RandomMasker
+from mae.core.pos_embed import MLPPosEmbed
+from mae.core.tokens import Tokens
+from mae.modalities.pointcloud.embed import PointNetEmbed
+from mae.modalities.pointcloud.losses import chamfer_distance, masked_chamfer
+from mae.modalities.pointcloud.ops import fps, group_points, knn
+from mae.modalities.pointcloud.tokenizer import PointCloudTokenizer
 
 
 def fps_reference(points: torch.Tensor, num: int) -> list[int]:
@@ -220,9 +227,8 @@ def test_shapes_source_train_batches_are_seeded_and_augmented():
 
 
 def test_mesh_cache_is_used_and_invalidated_when_the_file_changes(tmp_path, monkeypatch):
+    import datamodules.pointcloud.datamodule.datamodule as pc
     import trimesh
-
-    import datamodules.pointcloud as pc
 
     root, cache = tmp_path / "data", tmp_path / "cache"
     for cls, mesh in (("box", trimesh.creation.box()), ("ball", trimesh.creation.icosphere(subdivisions=2))):
@@ -261,8 +267,8 @@ def test_mesh_cache_is_used_and_invalidated_when_the_file_changes(tmp_path, monk
 
 
 def test_pos_every_block_adds_positions_before_each_block():
-    from mae.decoder import Decoder
-    from mae.types import Mask
+    from mae.core.decoder import Decoder
+    from mae.core.tokens import Mask
 
     torch.manual_seed(0)
     tokens = Tokens(values=torch.randn(2, 6, 12), pos=torch.randn(2, 6, 3))

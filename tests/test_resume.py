@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mae.checkpoint_io import AtomicCheckpointIO, atomic_torch_save, find_resume_checkpoint
-from mae.runner import objective_value, run
+from mae.train.checkpoints import AtomicCheckpointIO, atomic_torch_save, find_resume_checkpoint
+from mae.train.runner import objective_value, run
 from tests.conftest import FAST, ROOT, compose_cfg
 
 INTERVAL = 2  # callbacks.step_checkpoint.every_n_train_steps in these runs
@@ -124,7 +124,7 @@ def test_resume_auto_and_ckpt_path_together_is_an_error(tmp_path):
 
 
 def test_wandb_run_id_is_kept_in_the_run_directory(tmp_path):
-    from mae.loggers import wandb_logger
+    from mae.train.loggers import wandb_logger
 
     first = wandb_logger(save_dir=str(tmp_path), project="mae", offline=True)
     again = wandb_logger(save_dir=str(tmp_path), project="mae", offline=True)  # the resumed / requeued run
@@ -135,7 +135,7 @@ def test_wandb_run_id_is_kept_in_the_run_directory(tmp_path):
 def test_requeue_on_slurm_calls_scontrol_with_the_job_id(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from mae.preemption import PreemptionCheckpoint
+    from mae.train.preemption import PreemptionCheckpoint
 
     fake = tmp_path / "scontrol"
     fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'called'}\n")

@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from mae.sweep import check_sweeper_direction, objective_direction, summary_tables
+from mae.train.sweep import check_sweeper_direction, objective_direction, summary_tables
 from tests.conftest import CONF, FAST, ROOT
 
 # val/loss as the objective: no frozen-feature evaluation needed, so each run takes a few seconds.

@@ -2,13 +2,14 @@
 import pytest
 import torch
 
-from mae.losses import masked_l1, masked_mse
-from mae.masking import RandomMasker
-from mae.module import targets_at
-from mae.targets import HOGTarget, NormPixTarget, PixelTarget
-from mae.tokenizers.image import ImageTokenizer
-from mae.tokenizers.video import TubeletNormPixTarget
-from mae.types import gather_tokens
+from mae.core.losses import masked_l1, masked_mse
+from mae.core.masking import RandomMasker
+from mae.core.module import targets_at
+from mae.core.targets import NormPixTarget, PixelTarget
+from mae.core.tokens import gather_tokens
+from mae.modalities.image.targets import HOGTarget
+from mae.modalities.image.tokenizer import ImageTokenizer
+from mae.modalities.video.targets import TubeletNormPixTarget
 
 
 def image_tokens(c=3, size=32, patch=8, b=2):

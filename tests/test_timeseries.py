@@ -7,21 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from datamodules.timeseries import (
+from datamodules.timeseries.datamodule.datamodule import (
     TimeSeriesDataModule,
     bundled_ucr_names,
     fit_length,
     forecast_borders,
     read_ts,
 )
-from mae.encoder import Encoder
+
+from mae.core.encoder import Encoder
+from mae.core.masking import BlockMasker, RandomMasker, num_masked
+from mae.core.pos_embed import SinCosPosEmbed
 from mae.eval.knn import standardize_features
-from mae.forecast import PrefixGram, quadratic_mse, ridge_path
-from mae.masking import BlockMasker, RandomMasker, num_masked
-from mae.pos_embed import SinCosPosEmbed
-from mae.tokenizers.timeseries import (
-    LearnedPosEmbed,
+from mae.modalities.timeseries.forecast import PrefixGram, quadratic_mse, ridge_path
+from mae.modalities.timeseries.pos_embed import LearnedPosEmbed
+from mae.modalities.timeseries.tokenizer import (
     PatchTSTTokenizer,
     fold_channels,
     patchify_1d,
@@ -315,10 +315,10 @@ def test_encoder_factory_partial_builds(tmp_path):
 
 
 def test_padded_series_without_cls_token_give_finite_losses():
-    from mae.decoder import Decoder
-    from mae.losses import masked_mse
-    from mae.module import MAEModule
-    from mae.tokenizers.timeseries import RevINPatchTarget
+    from mae.core.decoder import Decoder
+    from mae.core.losses import masked_mse
+    from mae.core.module import MAEModule
+    from mae.modalities.timeseries.targets import RevINPatchTarget
 
     torch.manual_seed(0)
     module = MAEModule(

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from mae.config_check import validate
-from mae.runner import run
+from mae.train.config_check import validate
+from mae.train.runner import run
 from tests.conftest import ROOT, compose_cfg, fit_and_read, tiny_fit
 from tests.test_timeseries import sines, write_csv
 

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from mae.pos_embed import sincos_embed
-from mae.tokenizers.image import ImageTokenizer, patchify, unpatchify
+from mae.core.grid import patchify, unpatchify
+from mae.core.pos_embed import sincos_embed
+from mae.modalities.image.tokenizer import ImageTokenizer
 
 
 @pytest.mark.parametrize("c,h,w,p", [(1, 28, 28, 4), (3, 32, 48, 8), (2, 16, 24, 4), (3, 224, 224, 16)])

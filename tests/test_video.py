@@ -7,11 +7,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-
-from datamodules.common import LoadError, SkippedFileWarning
-from datamodules.video import (
+from datamodules.video.datamodule.datamodule import (
     ClipReader,
     VideoDataModule,
     clip_indices,
@@ -22,23 +18,21 @@ from datamodules.video import (
     read_video_list,
     write_mp4,
 )
-from mae.decoder import Decoder
-from mae.encoder import Encoder
-from mae.losses import masked_mse
-from mae.masking import (
-    BlockMasker,
-    DecoderMasking,
-    FrameMasker,
-    RandomMasker,
-    TubeMasker,
-    num_masked,
-    running_cell_visible,
-)
-from mae.module import MAEModule
-from mae.pos_embed import SinCosPosEmbed
-from mae.targets import HOGTarget
-from mae.tokenizers.video import TubeletNormPixTarget, VideoHOGTarget, VideoTokenizer, tubeletify
-from mae.types import Tokens
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from datamodules.errors import LoadError, SkippedFileWarning
+from mae.core.decoder import Decoder
+from mae.core.encoder import Encoder
+from mae.core.losses import masked_mse
+from mae.core.masking import BlockMasker, RandomMasker, num_masked
+from mae.core.module import MAEModule
+from mae.core.pos_embed import SinCosPosEmbed
+from mae.core.tokens import Tokens
+from mae.modalities.image.targets import HOGTarget
+from mae.modalities.video.masking import DecoderMasking, FrameMasker, TubeMasker, running_cell_visible
+from mae.modalities.video.targets import TubeletNormPixTarget, VideoHOGTarget
+from mae.modalities.video.tokenizer import VideoTokenizer, tubeletify
 from tests.conftest import FAST, compose_cfg
 
 GRID = (4, 6, 6)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hydra.utils import instantiate
 
-from mae.config_check import validate
+from mae.train.config_check import validate
 from tests.conftest import compose_cfg, fit_and_read, tiny_fit
 
 pytestmark = pytest.mark.e2e

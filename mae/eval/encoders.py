@@ -26,36 +26,6 @@ def frozen_encoders(module: nn.Module, *, random_init: bool, seed: int) -> dict[
     return encoders
 
 
-def evaluate_module(
-    module: nn.Module,
-    datamodule,
-    *,
-    k: int,
-    temperature: float,
-    random_init: bool,
-    max_samples: int | None,
-    seed: int,
-    knn_standardize: bool = False,
-) -> dict[str, float]:
-    """eval/linear_acc, eval/knn_acc, eval/rankme (+ the *_random_init twins) on the datamodule's
-    `eval_dataloaders()` = (train split without augmentation, val split), with `module.embed_with`.
-
-    A datamodule whose task is not "one label per sample" (forecasting, node classification) defines
-    `evaluate_frozen(module, encoders, *, k, temperature, max_samples, seed) -> dict | None` and gets the same
-    pretrained / random-init encoders to evaluate its own way (None: the default protocol after all).
-    """
-    module.eval()
-    encoders = frozen_encoders(module, random_init=random_init, seed=seed)
-    custom = getattr(datamodule, "evaluate_frozen", None)
-    if custom is not None:
-        metrics = custom(module, encoders, k=k, temperature=temperature, max_samples=max_samples, seed=seed)
-        if metrics is not None:
-            return metrics
-    train_loader, val_loader = datamodule.eval_dataloaders()
-    return probe_encoders(module, encoders, train_loader, val_loader, k=k, temperature=temperature,
-                          max_samples=max_samples, knn_standardize=knn_standardize)
-
-
 def probe_encoders(
     module: nn.Module,
     encoders: dict[str, nn.Module],
@@ -67,11 +37,11 @@ def probe_encoders(
     max_samples: int | None,
     knn_standardize: bool = False,
 ) -> dict[str, float]:
-    """The default protocol for every encoder: pooled features (`module.embed_with`) of the train loader fit
+    """The default protocol for every encoder: pooled features (`module.embed`) of the train loader fit
     the linear probe / kNN, scored on the val loader; RankMe of the train features. Keys get the suffix."""
     metrics: dict[str, float] = {}
     for suffix, encoder in encoders.items():
-        embed = lambda batch, encoder=encoder: module.embed_with(encoder, batch)  # noqa: E731
+        embed = lambda batch, encoder=encoder: module.embed(batch, encoder)  # noqa: E731
         train_x, train_y = extract_features(embed, train_loader, device=module.device, max_samples=max_samples)
         val_x, val_y = extract_features(embed, val_loader, device=module.device)
         metrics |= evaluate_features(train_x, train_y, val_x, val_y, k=k, temperature=temperature, suffix=suffix,

@@ -1,0 +1,73 @@
+"""The base datamodule: (train, train-without-augmentation, val) splits, class metadata, the three kinds of loaders,
+and the core's `EvalData` interface (eval_tasks, has_labels, eval_dataloaders, denormalize) with its defaults.
+Subclasses set batch_size, num_workers, pin_memory and seed, and implement an idempotent `_prepare()` that sets
+train_set, train_eval_set, val_set and _classes."""
+from __future__ import annotations
+
+import lightning as L
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.sampling import SeededSampler
+
+
+class SplitDataModule(L.LightningDataModule):
+    unit: str = "samples"  # what one sample is called in error messages ("images", "clips", "clouds")
+    eval_tasks: tuple[str, ...] = ("probe",)  # evaluation protocols this data serves (EvalProtocol.task)
+    batch_size: int
+    num_workers: int
+    pin_memory: bool
+    seed: int
+
+    def _prepare(self) -> None:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        self._prepare()
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names (label i is classes[i]); [] for an unlabeled set."""
+        self._prepare()
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.num_classes > 0
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Undo the input normalisation of (B, C, H, W) images for pictures. Default: the identity."""
+        return x
+
+    @property
+    def num_train(self) -> int:
+        self._prepare()
+        return len(self.train_set)
+
+    def _loader(self, dataset: Dataset, *, sampler: SeededSampler | None = None, drop_last: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        """Augmented, seeded shuffle (SeededSampler), drop_last=True for static shapes."""
+        self._prepare()
+        if len(self.train_set) < self.batch_size:
+            raise ValueError(f"the train split holds {len(self.train_set)} {self.unit}, fewer than one batch of "
+                             f"data.batch_size={self.batch_size} (drop_last=True); use a smaller data.batch_size")
+        sampler = SeededSampler(len(self.train_set), seed=self.seed, shuffle=True)
+        return self._loader(self.train_set, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Val split in a fixed order, no augmentation (empty when val_fraction is 0: Lightning skips it)."""
+        self._prepare()
+        return self._loader(self.val_set, drop_last=False)
+
+    def eval_dataloaders(self) -> tuple[DataLoader, DataLoader]:
+        """(train split without augmentation, val split): for linear probe / kNN on frozen features."""
+        self._prepare()
+        return self._loader(self.train_eval_set, drop_last=False), self._loader(self.val_set, drop_last=False)

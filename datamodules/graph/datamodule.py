@@ -1,0 +1,363 @@
+"""Graphs for GraphMAE: node-level (one big graph) and graph-level (many small graphs) data on torch-geometric.
+
+Sources (`data.source`, inferred when null):
+- "sbm" (default, offline, node level): PyG's `StochasticBlockModelDataset`, generated into `data.dir`:
+  `data.sbm_blocks` communities of equal size (`data.synthetic_size` nodes in all), edge probabilities
+  `data.sbm_p_in` / `data.sbm_p_out`, node features from sklearn's make_classification (class = community)
+  with `data.sbm_informative` informative features and `data.sbm_class_sep` separation.
+- "karate" (offline, node level): Zachary's karate club (34 nodes, 4 classes, identity features: num_features 34).
+- "motifs" (offline, graph level): `data.synthetic_size` generated graphs of 6 kinds (cycle, grid, tree,
+  wheel, Erdos-Renyi, Barabasi-Albert) with a few random extra edges, WITHOUT node features (degree features).
+- "pyg": any torch-geometric dataset by `data.name`: Planetoid (Cora, CiteSeer, PubMed: node level, public
+  split), KarateClub, else a TUDataset (IMDB-BINARY, MUTAG, PROTEINS, ...: graph level); downloaded into
+  `data.dir` (only when asked for: needs network the first time).
+- "smiles" (graph level): `data.root` = CSV with a `data.smiles_column` and optional `data.label_column`
+  (molecules via `torch_geometric.utils.from_smiles`, 9 atom features; needs rdkit: `pip install rdkit`).
+
+Bad input: self-loops are removed, edges made undirected, graphs without edges and isolated nodes are kept
+(GATConv adds self-loops), graphs without features get one-hot degree features, invalid SMILES and empty
+graphs are skipped with a warning and a count (`data.on_error=skip`) or raise, missing labels become -1
+(evaluation then skips them; all missing: RankMe only). Counts are in `datamodule.stats`.
+
+Node level: pre-training sees the whole graph (transductive, as GraphMAE): full batch (one step per
+`data.steps_per_epoch`), or with `data.subgraph_nodes=K` batches of BFS subgraphs of at most K nodes
+(`datamodules.graph.ops.bfs_subgraph`). Evaluation: node embeddings of the frozen encoder -> probe trained on the
+train nodes (Planetoid: train_mask) and scored on the held-out nodes (Planetoid: test_mask, as GraphMAE
+reports; otherwise a random `data.val_fraction` of the labelled nodes).
+Graph level: train/val split of the graphs; evaluation on pooled graph embeddings.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torch_geometric.data import Data
+
+from datamodules.base import SplitDataModule
+from datamodules.checks import check_float, check_int, check_optional_str
+from datamodules.errors import SkipCounter, check_on_error
+from datamodules.graph.datamodule.ops import (
+    CSR,
+    PE_KINDS,
+    bfs_subgraph,
+    clean_graph,
+    collate_graphs,
+    num_subgraphs,
+    positional_encoding,
+    random_sign_flip,
+)
+from datamodules.graph.datamodule.sources import MOTIFS, motif_dataset, read_smiles_csv, topic_features
+from datamodules.indexing import split_indices
+from datamodules.sampling import SampleKey, SeededSampler, seeded, split_key
+from mae.core.seeding import mix_seed
+
+SOURCES = ("sbm", "karate", "motifs", "pyg", "smiles")
+PLANETOID = ("cora", "citeseer", "pubmed")
+
+
+# ------------------------------------------------------------------------------------------- datasets
+class GraphItems(Dataset):
+    """Graph-level: the `indices` subset of a list of cleaned graphs with precomputed PE; an item is a dict
+    for `collate_graphs`. Keys (sample_seed, i) flip Laplacian PE signs at random (train-time augmentation)."""
+
+    def __init__(self, graphs: list[Data], pes: list[Tensor], indices: list[int], *, flip: bool) -> None:
+        self.graphs, self.pes, self.indices, self.flip = graphs, pes, indices, flip
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: SampleKey) -> dict:
+        sample_seed, position = split_key(key)
+        if sample_seed is None or not self.flip:  # evaluation: the encodings as computed
+            return self._get(position, flip=False)
+        return seeded(key, lambda p: self._get(p, flip=True))
+
+    def _get(self, position: int, *, flip: bool) -> dict:
+        i = self.indices[position]
+        g, pe = self.graphs[i], self.pes[i]
+        label = int(g.y.reshape(-1)[0]) if g.y is not None else -1
+        return {"x": g.x, "pe": random_sign_flip(pe) if flip else pe, "edge_index": g.edge_index,
+                "label": label, "node_label": torch.full((g.num_nodes,), -1, dtype=torch.long)}
+
+
+class NodeItems(Dataset):
+    """Node-level: the whole graph (subgraph_nodes None) or BFS subgraphs around seed nodes.
+
+    length items per epoch; with a (sample_seed, position) key the seed node and the PE sign flips are drawn
+    under that seed (pure function of seed, epoch, position); a plain int key p uses `centers[p]` (evaluation)
+    or, for training-style subgraphs without a seed, node p.
+    """
+
+    def __init__(self, graph: Data, pe: Tensor, *, length: int, subgraph_nodes: int | None, hops: int,
+                 flip: bool, centers: Tensor | None = None, seed: int = 0) -> None:
+        self.graph, self.pe, self.length, self.subgraph_nodes, self.hops = graph, pe, length, subgraph_nodes, hops
+        self.flip, self.centers, self.seed = flip, centers, seed
+        self.csr = CSR(graph.edge_index, graph.num_nodes) if subgraph_nodes is not None else None
+        y = graph.y if graph.y is not None else torch.full((graph.num_nodes,), -1)
+        self.node_label = y.reshape(-1).long()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: SampleKey) -> dict:
+        sample_seed, position = split_key(key)
+        if sample_seed is None:  # deterministic: seeded by (seed, position)
+            key = (mix_seed(self.seed, position), position)
+        return seeded(key, lambda p: self._get(p, random_center=sample_seed is not None))
+
+    def _get(self, position: int, *, random_center: bool) -> dict:
+        g = self.graph
+        pe = random_sign_flip(self.pe) if self.flip else self.pe
+        if self.subgraph_nodes is None:
+            return {"x": g.x, "pe": pe, "edge_index": g.edge_index, "label": -1, "node_label": self.node_label}
+        if self.centers is not None:
+            center = int(self.centers[position])
+        else:
+            center = int(torch.randint(0, g.num_nodes, ())) if random_center else position % g.num_nodes
+        nodes, local = bfs_subgraph(self.csr, g.edge_index, center, hops=self.hops, max_nodes=self.subgraph_nodes)
+        return {"x": g.x[nodes], "pe": pe[nodes], "edge_index": local, "label": -1,
+                "node_label": self.node_label[nodes], "center": 0}
+
+
+# ----------------------------------------------------------------------------------------- datamodule
+class GraphDataModule(SplitDataModule):
+    """Graph data for GraphMAE pre-training and frozen-feature evaluation (see the module docstring)."""
+
+    unit = "graphs"
+
+    def __init__(
+        self,
+        *,
+        source: str | None = None,
+        name: str | None = None,
+        root: str | None = None,
+        dir: str | None = None,  # noqa: A002 (config key `data.dir`)
+        num_features: int = 256,
+        pe: str = "laplacian",
+        pe_dim: int = 8,
+        batch_size: int = 32,
+        subgraph_nodes: int | None = None,
+        subgraph_hops: int = 2,
+        steps_per_epoch: int = 1,
+        probe_per_class: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        on_error: str = "skip",
+        smiles_column: str = "smiles",
+        label_column: str | None = "label",
+        synthetic_size: int = 1000,
+        sbm_blocks: int = 5,
+        sbm_p_in: float = 0.02,
+        sbm_p_out: float = 0.002,
+        sbm_informative: int = 8,
+        sbm_class_sep: float = 0.5,
+        sbm_features: str = "topics",
+        sbm_words: int = 12,
+        sbm_topic_weight: float = 0.2,
+        pin_memory: bool = False,
+        image_size: object = None,  # ignored: debug=fast sets it for images
+    ) -> None:
+        super().__init__()
+        self.name = check_optional_str("data.name", name)
+        self.root = check_optional_str("data.root", root)
+        if source == "synthetic":
+            source = "sbm"
+        if source is None:
+            source = "pyg" if self.name is not None else "smiles" if self.root is not None else "sbm"
+        if source not in SOURCES:
+            raise ValueError(f"data.source must be one of {SOURCES} or null, got {source!r}")
+        if source == "pyg" and self.name is None:
+            raise ValueError("data.source=pyg needs data.name (e.g. Cora, PubMed, IMDB-BINARY)")
+        if source == "smiles" and self.root is None:
+            raise ValueError("data.source=smiles needs data.root = a CSV file with a SMILES column")
+        self.source = source
+        self.dir = check_optional_str("data.dir", dir)
+        self.num_features = check_int("data.num_features", num_features, minimum=1)
+        if pe not in PE_KINDS:
+            raise ValueError(f"data.pe must be one of {PE_KINDS}, got {pe!r}")
+        self.pe, self.pe_dim = pe, check_int("data.pe_dim", pe_dim, minimum=1)
+        self.batch_size = check_int("data.batch_size", batch_size, minimum=1)
+        self.subgraph_nodes = (None if subgraph_nodes is None
+                               else check_int("data.subgraph_nodes", subgraph_nodes, minimum=2))
+        self.subgraph_hops = check_int("data.subgraph_hops", subgraph_hops, minimum=1)
+        self.steps_per_epoch = check_int("data.steps_per_epoch", steps_per_epoch, minimum=1)
+        self.probe_per_class = (None if probe_per_class is None
+                                else check_int("data.probe_per_class", probe_per_class, minimum=1))
+        self.num_workers = check_int("data.num_workers", num_workers, minimum=0)
+        self.val_fraction = check_float("data.val_fraction", val_fraction)
+        self.seed = check_int("data.seed", seed)
+        self.on_error = check_on_error(on_error)
+        self.smiles_column, self.label_column = smiles_column, label_column
+        self.synthetic_size = check_int("data.synthetic_size", synthetic_size, minimum=2)
+        self.sbm = {"blocks": check_int("data.sbm_blocks", sbm_blocks, minimum=2),
+                    "p_in": check_float("data.sbm_p_in", sbm_p_in), "p_out": check_float("data.sbm_p_out", sbm_p_out),
+                    "informative": check_int("data.sbm_informative", sbm_informative, minimum=1),
+                    "class_sep": check_float("data.sbm_class_sep", sbm_class_sep), "features": sbm_features,
+                    "words": check_int("data.sbm_words", sbm_words, minimum=1),
+                    "topic_weight": check_float("data.sbm_topic_weight", sbm_topic_weight)}
+        if sbm_features not in ("topics", "gaussian"):
+            raise ValueError(f"data.sbm_features must be 'topics' or 'gaussian', got {sbm_features!r}")
+        self.pin_memory = bool(pin_memory)
+        self.skips = SkipCounter()
+        self.stats: dict[str, int] = {}
+        self._ready = False
+
+    # ---- loading ---------------------------------------------------------------------------------
+    def _cache_dir(self, what: str) -> Path:
+        base = Path(self.dir).expanduser() if self.dir else Path(tempfile.gettempdir()) / "mae_graph_data"
+        return base / what
+
+    def _raw_graphs(self) -> tuple[list[Data], list[str], str]:
+        """(graphs, class names, level) before cleaning."""
+        if self.source == "sbm":
+            return [self._sbm()], [str(c) for c in range(self.sbm["blocks"])], "node"
+        if self.source == "karate" or (self.name or "").lower() in ("karate", "karateclub"):
+            from torch_geometric.datasets import KarateClub
+
+            return [KarateClub()[0]], [str(c) for c in range(4)], "node"
+        if self.source == "motifs":
+            return motif_dataset(self.synthetic_size, seed=self.seed), list(MOTIFS), "graph"
+        if self.source == "smiles":
+            graphs, classes = read_smiles_csv(self.root, smiles_column=self.smiles_column,
+                                              label_column=self.label_column, on_error=self.on_error, skips=self.skips)
+            return graphs, classes, "graph"
+        from torch_geometric.datasets import Planetoid, TUDataset
+
+        if self.name.lower() in PLANETOID:
+            ds = Planetoid(str(self._cache_dir("planetoid")), self.name)
+            return [ds[0]], [str(c) for c in range(ds.num_classes)], "node"
+        ds = TUDataset(str(self._cache_dir("tu")), self.name)
+        return [ds[i] for i in range(len(ds))], [str(c) for c in range(ds.num_classes)], "graph"
+
+    def _sbm(self) -> Data:
+        """The stochastic block model graph of PyG's StochasticBlockModelDataset, built from the same two
+        library calls (`stochastic_blockmodel_graph`, sklearn's `make_classification`, features sorted by
+        class so that class = community) in memory: the dataset class hands sklearn a tensor of class
+        weights, which sklearn >= 1.6 rejects. Deterministic in data.seed."""
+        from sklearn.datasets import make_classification
+        from torch_geometric.utils import stochastic_blockmodel_graph
+
+        s, c = self.sbm, self.sbm["blocks"]
+        sizes = [self.synthetic_size // c + (i < self.synthetic_size % c) for i in range(c)]
+        probs = [[s["p_in"] if i == j else s["p_out"] for j in range(c)] for i in range(c)]
+        n = sum(sizes)
+        if s["features"] == "topics":
+            x, sizes = topic_features(sizes, self.num_features, words=s["words"], topic_weight=s["topic_weight"],
+                                      seed=self.seed)
+        else:
+            x, y = make_classification(n_samples=n, n_features=self.num_features, n_classes=c,
+                                       weights=[z / n for z in sizes],
+                                       n_informative=min(s["informative"], self.num_features),
+                                       n_redundant=0, class_sep=s["class_sep"], random_state=self.seed)
+            sizes = np.bincount(y, minlength=c).tolist()  # sklearn's exact class counts = the community sizes
+            x = torch.from_numpy(x[y.argsort(kind="stable")]).float()  # (n, F) rows of class k = community k
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            edge_index = stochastic_blockmodel_graph(sizes, probs, directed=False)
+        return Data(x=x, edge_index=edge_index, y=torch.arange(c).repeat_interleave(torch.tensor(sizes)), num_nodes=n)
+
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        raw, self._classes, self.level = self._raw_graphs()
+        graphs = []
+        for i, g in enumerate(raw):
+            what = f"graph #{i} of data.source={self.source}" + (f" ({self.name})" if self.name else "")
+            try:
+                graphs.append(clean_graph(g, num_features=self.num_features, what=what, stats=self.stats))
+            except ValueError as err:
+                if self.on_error == "raise" or "data.num_features" in str(err):
+                    raise
+                self.skips.skip(what, str(err))
+        if not graphs:
+            raise RuntimeError(f"no usable graph in data.source={self.source}")
+        self.stats["skipped"] = self.skips.count
+        self.graphs = graphs
+        self.pes = [positional_encoding(self.pe, g.edge_index, g.num_nodes, self.pe_dim) for g in graphs]
+        flip = self.pe == "laplacian"
+        if self.level == "graph":
+            train_idx, val_idx = split_indices(len(graphs), val_fraction=self.val_fraction, seed=self.seed)
+            self.train_set = GraphItems(graphs, self.pes, train_idx, flip=flip)
+            self.train_eval_set = GraphItems(graphs, self.pes, train_idx, flip=False)
+            self.val_set = GraphItems(graphs, self.pes, val_idx, flip=False)
+        else:
+            self._prepare_nodes(graphs[0], self.pes[0], flip)
+        self._ready = True
+
+    def _prepare_nodes(self, graph: Data, pe: Tensor, flip: bool) -> None:
+        n, k = graph.num_nodes, self.subgraph_nodes
+        length = self.steps_per_epoch if k is None else num_subgraphs(n, k)
+        common = {"subgraph_nodes": k, "hops": self.subgraph_hops, "seed": self.seed}
+        self.train_set = NodeItems(graph, pe, length=length, flip=flip, **common)
+        val_len = 1 if k is None else min(length, 8)
+        self.val_set = NodeItems(graph, pe, length=val_len, flip=False, **common)
+        self.train_eval_set = self.val_set
+        y = graph.y.reshape(-1).long() if graph.y is not None else torch.full((n,), -1)
+        labelled = torch.nonzero(y >= 0).flatten()
+        if "train_mask" in graph and "test_mask" in graph and graph.train_mask is not None:
+            self.probe_train = torch.nonzero(graph.train_mask).flatten()
+            self.probe_eval = torch.nonzero(graph.test_mask).flatten()
+            self.probe_split = "public train_mask -> test_mask"
+        elif labelled.numel() < 2:
+            self.probe_train = self.probe_eval = torch.arange(n)
+            self.probe_split = "no labels: RankMe only"
+        elif self.probe_per_class is None or not self._per_class_split(y, labelled):
+            fraction = max(self.val_fraction, 1 / labelled.numel())
+            tr, ev = split_indices(labelled.numel(), val_fraction=fraction, seed=self.seed)
+            self.probe_train, self.probe_eval = labelled[tr], labelled[ev]
+            self.probe_split = f"random {1 - self.val_fraction:.0%} / {self.val_fraction:.0%} of the labelled nodes"
+        self.node_labels = y
+
+    def _per_class_split(self, y: Tensor, labelled: Tensor) -> bool:
+        """Planetoid-style probe split: `probe_per_class` random labelled nodes per class train the probe, the
+        other labelled nodes score it. False (caller falls back to val_fraction) when nothing would be left."""
+        g = torch.Generator().manual_seed(self.seed)
+        order = labelled[torch.randperm(labelled.numel(), generator=g)]
+        rank = torch.zeros(y.numel(), dtype=torch.long)  # position of each node among its class, random order
+        for c in y[order].unique().tolist():
+            members = order[y[order] == c]
+            rank[members] = torch.arange(members.numel())
+        is_train = rank[order] < self.probe_per_class
+        if bool(is_train.all()):
+            return False
+        self.probe_train, self.probe_eval = order[is_train].sort().values, order[~is_train].sort().values
+        self.probe_split = f"{self.probe_per_class} labelled nodes per class -> the other labelled nodes"
+        return True
+
+    # ---- loaders -----------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, *, sampler=None, drop_last: bool) -> DataLoader:
+        batch = 1 if self.level == "node" and self.subgraph_nodes is None else self.batch_size
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=drop_last, collate_fn=collate_graphs,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        self._prepare()
+        if self.level == "node" and (self.subgraph_nodes is None or len(self.train_set) < self.batch_size):
+            sampler = SeededSampler(len(self.train_set), seed=self.seed, shuffle=True)
+            return self._loader(self.train_set, sampler=sampler, drop_last=False)
+        return super().train_dataloader()
+
+    # ---- evaluation (eval=graph: mae.modalities.graph.eval.GraphProbe) -------------------------------
+    eval_tasks = ("graph",)
+
+    @property
+    def num_nodes(self) -> int:
+        """Node level: the number of nodes of the graph."""
+        self._prepare()
+        return int(self.graphs[0].num_nodes)
+
+    def node_batches(self, nodes: Tensor) -> list[dict[str, Tensor]]:
+        """Batches that embed `nodes` of the node-level graph: the whole graph once (full batch), or one BFS
+        subgraph centred at each node (its embedding = the centre's, local index 0)."""
+        if self.subgraph_nodes is None:
+            return [collate_graphs([self.val_set[0]])]
+        items = NodeItems(self.graphs[0], self.pes[0], length=len(nodes), subgraph_nodes=self.subgraph_nodes,
+                          hops=self.subgraph_hops, flip=False, centers=nodes, seed=self.seed)
+        return [collate_graphs([items[i] for i in range(s, min(s + self.batch_size, len(nodes)))])
+                for s in range(0, len(nodes), self.batch_size)]

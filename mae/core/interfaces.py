@@ -1,0 +1,164 @@
+"""The declared interfaces between the parts. Every modality implements these; nothing is found by probing.
+
+    Tokenizer    batch dict -> Tokens                         (mae/modalities/<m>/tokenizer.py)
+    Masker       Tokens -> Mask (fixed K per batch)           (mae/core/masking.py, modalities' maskers)
+    DecoderMask  Mask -> Mask with `decode` set (dual masking: the decoder reconstructs a subset)
+    MAEEncoder   Tokens (+ Mask) -> latents; pooled features  (mae/core/encoder.py, the graph GAT)
+    MAEDecoder   latents + Tokens + Mask -> predictions at Mask.predicted
+    Target       Tokens -> what the decoder must predict, and its inverse for pictures
+    Pictures     reconstruction panels -> a matplotlib Figure (chosen by config: `pictures`)
+    EvalData     what evaluation protocols may ask of a datamodule (datamodules/base.py implements it)
+
+Each base class documents its defaults; a subclass overrides only what differs.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from mae.core.tokens import Mask, Tokens, gather_tokens
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+class Tokenizer(nn.Module):
+    """batch dict -> Tokens. Subclasses set `token_dim` (width C of Tokens.values) in __init__.
+
+    grid: the token grid when it is fixed for the run ((H, W), (T, H, W), (T, F), (N,)), so structured maskers
+    can refuse a wrong modality at start-up; None (default) for tokens without a fixed grid (points, nodes).
+    """
+
+    token_dim: int
+    grid: tuple[int, ...] | None = None
+
+    def forward(self, batch: dict[str, Tensor]) -> Tokens:
+        raise NotImplementedError
+
+    def merge_pooled(self, features: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """(rows, D) pooled features of the token sequences -> (B, D') one row per sample. Default: the
+        identity (one token sequence per sample); time series fold channels into rows and merge them here."""
+        return features
+
+
+class Masker:
+    """Tokens -> Mask: a per-sample permutation with the same number K of visible tokens in every sample."""
+
+    def check_grid(self, grid: tuple[int, ...] | None) -> None:
+        """Raise ValueError (naming the choice to make instead) when tokens on `grid` cannot be masked this way.
+        Called at start-up with the tokenizer's grid. Default: any tokens can be masked."""
+
+    def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
+        raise NotImplementedError
+
+
+class DecoderMask:
+    """The decoder side of dual masking (VideoMAE V2): picks the subset `Mask.decode` of the hidden tokens that
+    the decoder reconstructs. Wrapped around any Masker by `mae.core.masking.DualMasker`."""
+
+    def check_grid(self, grid: tuple[int, ...] | None) -> None:
+        """As `Masker.check_grid`; default: any tokens."""
+
+    def __call__(self, mask: Mask, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
+        raise NotImplementedError
+
+
+class MAEEncoder(nn.Module):
+    """What the module and the evaluation protocols use of an encoder.
+
+    dim: latent width; num_prefix: prefix tokens (cls) at the start of `forward`'s output; pool_dim: width of
+    `pool`'s output. forward(tokens, mask) -> (B, prefix+K, D) latents of the visible tokens (the transformer)
+    or (B, prefix+N, D) of every token (a GNN, which needs all nodes to pass messages); mask None = no masking.
+    pool(tokens) -> (B, pool_dim) one embedding per token sequence of the unmasked tokens.
+    """
+
+    dim: int
+    num_prefix: int
+    pool_dim: int
+
+    def forward(self, tokens: Tokens, mask: Mask | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def pool(self, tokens: Tokens) -> Tensor:
+        raise NotImplementedError
+
+
+class MAEDecoder(nn.Module):
+    """latent (the encoder's output) + tokens + mask -> (B, M', out_dim) predictions at `mask.predicted`."""
+
+    def forward(self, latent: Tensor, tokens: Tokens, mask: Mask) -> Tensor:
+        raise NotImplementedError
+
+
+class Target(nn.Module):
+    """What the decoder must predict, per token, and its inverse for pictures.
+
+    Default: a token-wise target, one whose value for a token depends on that token's values alone; it
+    implements `of_values` ((B, M, C) -> (B, M, C')) and `at` computes it on the predicted tokens only.
+    A target that needs the neighbours (HOG on the whole image) overrides `forward` and sets
+    `tokenwise = False`: `at` then computes it on all tokens and gathers.
+    """
+
+    tokenwise: bool = True
+    inverse_note: str = "reconstruction drawn as predicted"
+    """How `invert` undoes the target, said in the reconstruction picture's title."""
+
+    def check_grid(self, grid: tuple[int, ...] | None) -> None:
+        """As `Masker.check_grid`: refuse tokens this target cannot be computed on, at start-up. Default: any."""
+
+    def out_dim(self, token_dim: int) -> int:
+        """Width C' of the target for tokens of width C. Default: the same."""
+        return token_dim
+
+    def of_values(self, values: Tensor) -> Tensor:
+        """(B, M, C) token values -> (B, M, C') targets (token-wise targets)."""
+        raise NotImplementedError
+
+    def forward(self, tokens: Tokens) -> Tensor:
+        """(B, N, C') the targets of every token."""
+        return self.of_values(tokens.values)
+
+    def at(self, tokens: Tokens, index: Tensor) -> Tensor:
+        """(B, M, C') the targets of the tokens at `index` (B, M)."""
+        if self.tokenwise:
+            return self.of_values(gather_tokens(tokens.values, index))
+        return gather_tokens(self(tokens), index)
+
+    def invert(self, pred: Tensor, true_values: Tensor) -> Tensor | None:
+        """Predictions (B, M, C') -> token values (B, M, C) for pictures, using the TRUE values of the same
+        tokens where the target needs their statistics; None where no inverse exists (HOG). Default: pred."""
+        return pred
+
+
+@runtime_checkable
+class EvalData(Protocol):
+    """What evaluation and pictures ask of a datamodule (datamodules.base.MAEDataModule implements it).
+
+    eval_tasks: the evaluation protocols (`EvalProtocol.task`) this data can serve, e.g. ("probe",).
+    has_labels: whether the samples carry class labels (the probes need them; RankMe does not).
+    eval_dataloaders(): (train split without augmentation, val split), for frozen-feature probes.
+    denormalize(x): undo the input normalisation of (B, C, H, W) images for pictures (identity elsewhere).
+    """
+
+    eval_tasks: tuple[str, ...]
+
+    @property
+    def has_labels(self) -> bool: ...
+
+    def eval_dataloaders(self) -> tuple[Iterable[dict], Iterable[dict]]: ...
+
+    def denormalize(self, x: Tensor) -> Tensor: ...
+
+
+class Pictures:
+    """Draws reconstruction panels. panels: name -> (B, N, C) token values ("original", "masked" with NaN at the
+    hidden tokens, "reconstruction", "reconstruction + visible"); tokens: the Tokens they came from; note: the
+    title (what is hidden, how the target was inverted). Returns the Figure, already saved at `path`."""
+
+    def draw(self, panels: dict[str, Tensor], tokens: Tokens, note: str, path: Path, *, tokenizer: Tokenizer,
+             data: EvalData) -> Figure:
+        raise NotImplementedError

@@ -1,0 +1,166 @@
+"""Masking as a permutation.
+
+Every masker turns per-token *scores* into a `Mask`: argsort the scores, the lowest M are hidden,
+the rest visible; a second argsort inverts the permutation. Structured masks (block, and later tube,
+frame, time/freq) only change how the scores are drawn. Everything is vectorised over the batch and
+runs on the tokens' device; randomness comes from an explicit `torch.Generator` so that a mask is a
+pure function of (seed, step).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor
+
+from mae.core.grid import grid_coords
+from mae.core.interfaces import DecoderMask, Masker
+from mae.core.tokens import Mask, Tokens
+
+
+def num_masked(num_tokens: int, ratio: float) -> int:
+    """Exact count of hidden tokens: N - int(N * (1 - ratio)), as in MAE; at least one of each kind."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask.ratio must be in (0, 1), got {ratio}")
+    keep = int(num_tokens * (1.0 - ratio))
+    keep = min(max(keep, 1), num_tokens - 1)
+    return num_tokens - keep
+
+
+def mask_from_scores(scores: Tensor, num_hidden: int) -> Mask:
+    """scores: (B, N), lowest scores are hidden. Returns a Mask with K = N - num_hidden visible."""
+    order = torch.argsort(scores, dim=1, descending=True)  # (B, N): visible first, hidden last
+    n = scores.shape[1]
+    keep, masked = order[:, : n - num_hidden], order[:, n - num_hidden :]
+    restore = torch.argsort(order, dim=1)  # (B, N)
+    return Mask(keep=keep, masked=masked, restore=restore)
+
+
+def random_scores(batch: int, num_tokens: int, *, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """(B, N) i.i.d. uniform scores: unstructured random masking (MAE)."""
+    return torch.rand(batch, num_tokens, device=device, generator=generator)
+
+
+def block_scores(
+    batch: int,
+    grid: tuple[int, ...],
+    *,
+    num_blocks: int,
+    min_aspect: float,
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """(B, N) scores whose lowest values form `num_blocks` contiguous rectangles (BEiT-style blocks).
+
+    Each block has a random centre and a random log-uniform aspect ratio in [min_aspect, 1/min_aspect]
+    (applied to the first two grid axes). A token's score is its smallest scaled Chebyshev distance to
+    any block centre, so hiding the lowest-M tokens grows all rectangles together until exactly M
+    tokens are hidden. A small Euclidean term breaks ties so that every hidden token touches a hidden
+    neighbour closer to its centre: each block stays 4-connected.
+    """
+    coords = grid_coords(grid, device=device)  # (N, G)
+    g = len(grid)
+    sizes = torch.tensor(grid, device=device, dtype=torch.float32)
+    centres = torch.rand(batch, num_blocks, g, device=device, generator=generator) * sizes  # (B, S, G)
+    centres = centres.floor()
+    scale = torch.ones(batch, num_blocks, g, device=device)
+    if g >= 2:
+        log_aspect = (torch.rand(batch, num_blocks, device=device, generator=generator) * 2 - 1) * math.log(1 / min_aspect)
+        aspect = log_aspect.exp()  # (B, S): height / width
+        scale[..., 0] = aspect.sqrt()
+        scale[..., 1] = 1 / aspect.sqrt()
+    delta = (coords[None, None] - centres[:, :, None]).abs() / scale[:, :, None]  # (B, S, N, G)
+    cheb = delta.amax(dim=-1) + 1e-3 * delta.norm(dim=-1)  # (B, S, N)
+    dist = cheb.amin(dim=1)  # (B, N)
+    noise = torch.rand(dist.shape, device=device, generator=generator) * 1e-6
+    return dist + noise  # small = hidden first
+
+
+def nearest_seed_scores(pos: Tensor, *, num_seeds: int, generator: torch.Generator | None) -> Tensor:
+    """(B, N, P) continuous token positions -> (B, N) scores: Euclidean distance to the nearest of
+    `num_seeds` randomly chosen tokens. Hiding the lowest-M tokens hides spatially contiguous regions
+    (one ball of exactly M tokens around a random seed token for num_seeds=1)."""
+    b, n, _ = pos.shape
+    seeds = torch.rand(b, n, device=pos.device, generator=generator).argsort(dim=1)[:, :num_seeds]  # (B, S)
+    centres = torch.gather(pos.float(), 1, seeds.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))  # (B, S, P)
+    dist = torch.cdist(pos.float(), centres).amin(dim=-1)  # (B, N)
+    noise = torch.rand(dist.shape, device=pos.device, generator=generator) * 1e-6
+    return dist + noise
+
+
+class RandomMasker(Masker):
+    """MAE: hide a uniformly random subset of exactly round(ratio * N) tokens per sample (MAE-ST's random
+    space-time masking on video). Any token set can be masked at random."""
+
+    def __init__(self, *, ratio: float) -> None:
+        num_masked(2, ratio)  # validates the ratio early
+        self.ratio = ratio
+
+    def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
+        b, n = tokens.batch_size, tokens.num_tokens
+        scores = random_scores(b, n, device=tokens.values.device, generator=generator)
+        return mask_from_scores(scores, num_masked(n, self.ratio))
+
+
+class DualMasker(Masker):
+    """Dual masking (VideoMAE V2) around any masker: `base` chooses what the encoder sees, `decoder` which of
+    the hidden tokens the decoder reconstructs (`Mask.decode`). Draws from the same generator after `base`."""
+
+    def __init__(self, *, base: Masker, decoder: DecoderMask) -> None:
+        self.base, self.decoder = base, decoder
+
+    def check_grid(self, grid: tuple[int, ...] | None) -> None:
+        self.base.check_grid(grid)
+        self.decoder.check_grid(grid)
+
+    def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
+        return self.decoder(self.base(tokens, generator), tokens, generator)
+
+
+def with_decoder_mask(mask: Mask, decode: Tensor) -> Mask:
+    """The same Mask (subclass fields kept) whose decoder reconstructs only the hidden tokens `decode` (B, M')."""
+    return dataclasses.replace(mask, decode=decode)
+
+
+class BlockMasker(Masker):
+    """BEiT-style block masking on the token grid with an exact ratio (see `block_scores`); on tokens
+    without a grid (point groups), the tokens nearest to random seed tokens (see `nearest_seed_scores`).
+
+    num_blocks None: 4 rectangles on a 2-D grid (images, spectrograms), 1 span on a 1-D grid (series patches)
+    and 1 ball on tokens without a grid (point groups).
+    """
+
+    def __init__(self, *, ratio: float, num_blocks: int | None = None, min_aspect: float = 0.3) -> None:
+        num_masked(2, ratio)
+        if num_blocks is not None and num_blocks < 1:
+            raise ValueError(f"mask.num_blocks must be >= 1, got {num_blocks}")
+        if not 0.0 < min_aspect <= 1.0:
+            raise ValueError(f"mask.min_aspect must be in (0, 1], got {min_aspect}")
+        self.ratio, self.num_blocks, self.min_aspect = ratio, num_blocks, min_aspect
+
+    def check_grid(self, grid: tuple[int, ...] | None) -> None:
+        """Grid tokens get rectangles; tokens without a grid (point groups) get balls around their `pos`."""
+        if grid is not None and len(grid) == 3:
+            raise ValueError(f"mask=block draws 2-D (BEiT) rectangles and the tokens lie on a (T, H, W) grid {grid} "
+                             "(modality=video): choose mask=tube, mask=random or mask=frame")
+
+    def blocks_for(self, grid: tuple[int, ...] | None) -> int:
+        """The number of blocks on tokens with this grid (see the class docstring for num_blocks None)."""
+        if self.num_blocks is not None:
+            return self.num_blocks
+        return 4 if grid is not None and len(grid) == 2 else 1
+
+    def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
+        blocks = self.blocks_for(tokens.grid)
+        if tokens.grid is None:  # continuous positions: the groups nearest to num_blocks random seed tokens
+            scores = nearest_seed_scores(tokens.pos, num_seeds=blocks, generator=generator)
+            return mask_from_scores(scores, num_masked(tokens.num_tokens, self.ratio))  # small = hidden
+        scores = block_scores(
+            tokens.batch_size, tokens.grid, num_blocks=blocks, min_aspect=self.min_aspect,
+            device=tokens.values.device, generator=generator,
+        )
+        return mask_from_scores(scores, num_masked(tokens.num_tokens, self.ratio))  # small = hidden
+
+
+

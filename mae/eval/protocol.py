@@ -1,0 +1,68 @@
+"""Evaluation protocols, chosen by config (`eval._target_`): what runs on the frozen encoders after fit.
+
+`EvalProtocol` holds the options every protocol shares (the `eval.*` keys) and builds the encoders to compare:
+the pretrained one and, with `random_init`, a randomly initialised twin of the same architecture (metric
+suffix `_random_init`). A protocol names its `task`; a datamodule lists the tasks it serves in `eval_tasks`
+(`mae.core.interfaces.EvalData`), and `check` refuses a mismatch at start-up, before any training.
+
+`FrozenProbe` (eval=default) is the shared protocol: pooled features -> linear probe, kNN, RankMe.
+Modalities add theirs: eval=graph (mae/modalities/graph/eval.py), eval=forecast (mae/modalities/timeseries/).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import nn
+
+from mae.core.interfaces import EvalData
+from mae.core.module import MAEModule
+from mae.eval.encoders import frozen_encoders, probe_encoders
+
+
+class EvalProtocol:
+    """Base of every protocol. Subclasses set `task` and implement `evaluate`."""
+
+    task: ClassVar[str]
+
+    def __init__(self, *, enabled: bool = True, random_init: bool = True, knn_k: int = 20,
+                 knn_temperature: float = 0.07, knn_standardize: bool = False, max_samples: int | None = None,
+                 seed: int = 0) -> None:
+        if max_samples is not None and max_samples < 1:
+            raise ValueError(f"eval.max_samples must be null or >= 1, got {max_samples}")
+        self.enabled, self.random_init, self.seed = enabled, random_init, seed
+        self.knn_k, self.knn_temperature, self.knn_standardize = knn_k, knn_temperature, knn_standardize
+        self.max_samples = max_samples
+
+    def check(self, data: EvalData) -> None:
+        """Raise ValueError at start-up when this protocol cannot evaluate `data`."""
+        if self.enabled and self.task not in data.eval_tasks:
+            raise ValueError(f"eval={self.task} cannot evaluate {type(data).__name__}, which serves eval="
+                             f"{' / '.join(data.eval_tasks)}: choose one of those (or eval.enabled=false)")
+
+    def applies(self, data: EvalData) -> bool:
+        """Whether there is anything to evaluate after fit. Default: yes when enabled."""
+        return self.enabled
+
+    def __call__(self, module: MAEModule, data: EvalData) -> dict[str, float]:
+        """Metrics of the pretrained encoder and its random-init twin (module in eval mode)."""
+        module.eval()
+        return self.evaluate(module, data, frozen_encoders(module, random_init=self.random_init, seed=self.seed))
+
+    def evaluate(self, module: MAEModule, data: EvalData, encoders: dict[str, nn.Module]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class FrozenProbe(EvalProtocol):
+    """eval/linear_acc, eval/knn_acc, eval/rankme (+ the *_random_init twins) of pooled features (`module.embed`)
+    of `data.eval_dataloaders()` = (train split without augmentation, val split). Runs when the data has labels."""
+
+    task = "probe"
+
+    def applies(self, data: EvalData) -> bool:
+        return self.enabled and data.has_labels
+
+    def evaluate(self, module: MAEModule, data: EvalData, encoders: dict[str, nn.Module]) -> dict[str, float]:
+        train_loader, val_loader = data.eval_dataloaders()
+        return probe_encoders(module, encoders, train_loader, val_loader, k=self.knn_k,
+                              temperature=self.knn_temperature, max_samples=self.max_samples,
+                              knn_standardize=self.knn_standardize)

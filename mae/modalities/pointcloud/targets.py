@@ -1,0 +1,10 @@
+"""Point-MAE's target: the hidden groups' points relative to their centre (`target=point_group`)."""
+from __future__ import annotations
+
+from mae.core.targets import PixelTarget
+
+
+class PointGroupTarget(PixelTarget):
+    """The hidden groups' points relative to their centre, as they are (no per-token normalisation)."""
+
+    inverse_note = "target=point groups: reconstruction = predicted offsets + the group's TRUE centre"

@@ -1,1 +1,0 @@
-"""One tokenizer per modality: batch dict -> Tokens, and the inverse for pictures."""
