@@ -15,9 +15,9 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from datamodules.audio.datamodule.datamodule import FbankFeatures, write_demo
 
 from benchmarks.noise import Sample, measure, median_clean
+from datamodules.audio.datamodule import FbankFeatures, write_demo
 from mae.core.decoder import Decoder
 from mae.core.encoder import Encoder
 from mae.core.losses import masked_mse

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-from datamodules.graph.datamodule.datamodule import NodeItems
-from datamodules.graph.datamodule.ops import collate_graphs, laplacian_pe, num_subgraphs
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from benchmarks.noise import Sample, measure, median_clean
+from datamodules.graph.datamodule import NodeItems
+from datamodules.graph.ops import collate_graphs, laplacian_pe, num_subgraphs
 from mae.core.optim import param_groups
 
 FEATURES, PE_DIM, SUBGRAPH, SUB_BATCH = 64, 8, 1024, 8

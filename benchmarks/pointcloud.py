@@ -21,9 +21,9 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from datamodules.pointcloud.datamodule.datamodule import read_points_cached
 
 from benchmarks.noise import Sample, measure, median_clean
+from datamodules.pointcloud.datamodule import read_points_cached
 from mae.core.decoder import Decoder
 from mae.core.encoder import Encoder
 from mae.core.masking import RandomMasker

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from datamodules.timeseries.datamodule.datamodule import TimeSeriesDataModule
 
 from benchmarks.noise import Sample, measure, median_clean
+from datamodules.timeseries.datamodule import TimeSeriesDataModule
 from mae.core.decoder import Decoder
 from mae.core.encoder import Encoder
 from mae.core.losses import masked_mse

@@ -22,11 +22,11 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from datamodules.video.datamodule.crop import TrainCrop
-from datamodules.video.datamodule.datamodule import ClipReader, default_backend, write_demo
 
 from benchmarks.flops import count_flops
 from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure, median_clean
+from datamodules.video.crop import TrainCrop
+from datamodules.video.datamodule import ClipReader, default_backend, write_demo
 from mae.core.decoder import Decoder
 from mae.core.encoder import Encoder
 from mae.core.losses import masked_mse

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
-from datamodules.audio.datamodule.datamodule import AudioDataModule, FbankFeatures, crop_or_pad, write_demo
 
+from datamodules.audio.datamodule import AudioDataModule, FbankFeatures, crop_or_pad, write_demo
 from datamodules.errors import LoadError, SkippedFileWarning
 from mae.core.decoder import Decoder, window_attn_mask
 from mae.core.masking import num_masked

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-from datamodules.audio.datamodule.datamodule import AudioDataModule
 
+from datamodules.audio.datamodule import AudioDataModule
 from mae.train.config_check import validate
 from mae.train.runner import run
 from tests.conftest import ROOT, compose_cfg, fit_and_read, tiny_fit

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from datamodules.video.datamodule.datamodule import default_backend
+
+from datamodules.video.datamodule import default_backend
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from datamodules.image.datamodule.datamodule import ImageDataModule
 from PIL import Image
 
 from datamodules.errors import LoadError, SkippedFileWarning
+from datamodules.image.datamodule import ImageDataModule
 from datamodules.indexing import read_list_csv, split_indices
 from datamodules.sampling import SeededSampler, seeded
 

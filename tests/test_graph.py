@@ -5,8 +5,11 @@ import math
 
 import pytest
 import torch
-from datamodules.graph.datamodule.datamodule import GraphDataModule
-from datamodules.graph.datamodule.ops import (
+from hydra.utils import instantiate
+from torch_geometric.data import Data
+
+from datamodules.graph.datamodule import GraphDataModule
+from datamodules.graph.ops import (
     CSR,
     bfs_subgraph,
     clean_graph,
@@ -14,9 +17,6 @@ from datamodules.graph.datamodule.ops import (
     laplacian_pe,
     random_walk_pe,
 )
-from hydra.utils import instantiate
-from torch_geometric.data import Data
-
 from mae.core.tokens import Mask
 from mae.modalities.graph.decoder import GraphDecoder
 from mae.modalities.graph.encoder import GraphEncoder
@@ -72,7 +72,7 @@ def test_replace_rate_substitutes_random_nodes_of_the_same_graph():
             assert real[b, src] and torch.equal(enc_in.values[b, i], tokens.values[b, src])
     untouched = ~mask.replaced
     assert torch.equal(enc_in.values[untouched], tokens.values[untouched])
-    assert torch.equal(enc_in.mask_token_at, hidden & ~mask.replaced)
+    assert torch.equal(mask.mask_token_at(), hidden & ~mask.replaced)
     no_replace = GraphMasker(ratio=0.5, replace_rate=0.0)(tokens, torch.Generator().manual_seed(3))
     assert not bool(no_replace.replaced.any())
     with pytest.raises(ValueError, match="replace_rate"):
@@ -86,12 +86,12 @@ def test_gat_encoder_ignores_hidden_inputs_and_sees_the_whole_graph():
     with torch.no_grad():
         enc.mask_token.normal_()
     mask = GraphMasker(ratio=0.5)(tokens, torch.Generator().manual_seed(0))
-    out = enc(mask.encoder_input(tokens), mask.keep)
+    out = enc(mask.encoder_input(tokens), mask)
     assert out.shape == (2, 12, 16)  # every node, not only the visible ones
     changed = tokens.values.clone()
     changed[mask.hidden_bool()] += 5.0  # hidden inputs are replaced by [MASK]: no effect
     tokens2 = type(tokens)(values=changed, pos=tokens.pos, pad=tokens.pad, edge_index=tokens.edge_index)
-    assert torch.allclose(enc(mask.encoder_input(tokens2), mask.keep), out, atol=1e-6)
+    assert torch.allclose(enc(mask.encoder_input(tokens2), mask), out, atol=1e-6)
     assert not torch.allclose(enc(tokens2, None), enc(tokens, None))  # unmasked: the inputs matter
 
 
@@ -227,10 +227,9 @@ def test_unlabeled_graph_gives_rankme_only(tmp_path):
     dm.setup()
     dm.graphs[0].y = None
     dm._prepare_nodes(dm.graphs[0], dm.pes[0], flip=False)
-    from mae.eval.encoders import frozen_encoders
+    from mae.modalities.graph.eval import GraphProbe
 
-    metrics = dm.evaluate_frozen(module, frozen_encoders(module, random_init=True, seed=0), k=5, temperature=0.07,
-                                 max_samples=None, seed=0)
+    metrics = GraphProbe(knn_k=5)(module, dm)
     assert set(metrics) == {"eval/rankme", "eval/rankme_random_init"}
 
 

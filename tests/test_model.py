@@ -9,7 +9,7 @@ from mae.core.encoder import Encoder
 from mae.core.losses import masked_mse
 from mae.core.masking import RandomMasker
 from mae.core.module import MAEModule
-from mae.core.optim import param_groups, scaled_lr, warmup_cosine
+from mae.core.optim import param_groups, resolve_lr, warmup_cosine
 from mae.core.pos_embed import SinCosPosEmbed
 from mae.core.targets import NormPixTarget
 from mae.modalities.image.tokenizer import ImageTokenizer
@@ -35,13 +35,13 @@ def test_shapes_and_visible_only_encoding():
     out = m(batch, torch.Generator().manual_seed(0))
     mask, tokens = out["mask"], out["tokens"]
     assert out["pred"].shape == (4, 12, 16) and out["target"].shape == (4, 12, 16)
-    latent = m.encoder(tokens, mask.keep)
+    latent = m.encoder(tokens, mask)
     assert latent.shape == (4, 1 + 4, 32)  # cls + K visible
     # hidden tokens cannot influence the encoder output
     perturbed = tokens.values.clone()
     perturbed.scatter_(1, mask.masked.unsqueeze(-1).expand(-1, -1, 16), 50.0)
     other = type(tokens)(values=perturbed, pos=tokens.pos, grid=tokens.grid)
-    assert torch.allclose(m.encoder(other, mask.keep), latent)
+    assert torch.allclose(m.encoder(other, mask), latent)
 
 
 def test_decoder_predicts_at_hidden_positions_in_order():
@@ -53,7 +53,7 @@ def test_decoder_predicts_at_hidden_positions_in_order():
     perm = torch.randperm(mask.masked.shape[1])
     swapped = type(mask)(keep=mask.keep, masked=mask.masked[:, perm], restore=None)
     swapped.restore = torch.argsort(swapped.shuffle, dim=1)
-    latent = m.encoder(out["tokens"], mask.keep)
+    latent = m.encoder(out["tokens"], mask)
     pred2 = m.decoder(latent, out["tokens"], swapped)
     assert torch.allclose(pred2, out["pred"][:, perm], atol=1e-5)
 
@@ -98,7 +98,8 @@ def test_no_weight_decay_on_norms_biases_tokens():
 
 
 def test_lr_rule_and_schedule():
-    assert scaled_lr(blr=1.5e-4, effective_batch=4096) == pytest.approx(2.4e-3)
+    assert resolve_lr(blr=1.5e-4, lr=None, effective_batch=4096) == pytest.approx(2.4e-3)
+    assert resolve_lr(blr=1.5e-4, lr=1e-3, effective_batch=4096) == 1e-3
     sched = [warmup_cosine(s, warmup_steps=10, total_steps=110, min_ratio=0.0) for s in range(110)]
     assert sched[0] == pytest.approx(0.1) and sched[9] == pytest.approx(1.0)
     assert sched[10] == pytest.approx(1.0) and sched[60] == pytest.approx(0.5, abs=0.02)

@@ -7,7 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from datamodules.pointcloud.datamodule.datamodule import (
+
+from datamodules.errors import LoadError
+from datamodules.pointcloud.datamodule import (
     SHAPES,
     PointCloudDataModule,
     clean_points,
@@ -16,8 +18,6 @@ from datamodules.pointcloud.datamodule.datamodule import (
     resample,
     synthetic_clouds,
 )
-
-from datamodules.errors import LoadError
 from mae.core.encoder import Encoder
 from mae.core.masking import BlockMasker, RandomMasker
 from mae.core.pos_embed import MLPPosEmbed
@@ -227,8 +227,9 @@ def test_shapes_source_train_batches_are_seeded_and_augmented():
 
 
 def test_mesh_cache_is_used_and_invalidated_when_the_file_changes(tmp_path, monkeypatch):
-    import datamodules.pointcloud.datamodule.datamodule as pc
     import trimesh
+
+    import datamodules.pointcloud.datamodule as pc
 
     root, cache = tmp_path / "data", tmp_path / "cache"
     for cls, mesh in (("box", trimesh.creation.box()), ("ball", trimesh.creation.icosphere(subdivisions=2))):

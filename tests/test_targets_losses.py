@@ -4,7 +4,6 @@ import torch
 
 from mae.core.losses import masked_l1, masked_mse
 from mae.core.masking import RandomMasker
-from mae.core.module import targets_at
 from mae.core.targets import NormPixTarget, PixelTarget
 from mae.core.tokens import gather_tokens
 from mae.modalities.image.targets import HOGTarget
@@ -82,12 +81,12 @@ def test_loss_values_and_padding_weight():
 @pytest.mark.parametrize("target", [PixelTarget(), NormPixTarget(), TubeletNormPixTarget(),
                                     HOGTarget(patch_size=8, channels=3)])
 def test_targets_at_equals_the_full_target_gathered(target):
-    """Token-wise targets (with `of_values`) are computed on the predicted tokens only: same values as computing
-    them on every token and gathering; HOG (needs neighbouring pixels) takes the gather path."""
+    """Token-wise targets (`tokenwise`, `of_values`) are computed on the predicted tokens only: same values as
+    computing them on every token and gathering; HOG (needs neighbouring pixels) takes the gather path."""
     _, tokens = image_tokens()
     mask = RandomMasker(ratio=0.75)(tokens, torch.Generator().manual_seed(0))
-    assert hasattr(target, "of_values") != isinstance(target, HOGTarget)
-    torch.testing.assert_close(targets_at(target, tokens, mask.masked), gather_tokens(target(tokens), mask.masked),
+    assert target.tokenwise != isinstance(target, HOGTarget)
+    torch.testing.assert_close(target.at(tokens, mask.masked), gather_tokens(target(tokens), mask.masked),
                                rtol=1e-6, atol=1e-6)
 
 

@@ -7,7 +7,11 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from datamodules.video.datamodule.datamodule import (
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from datamodules.errors import LoadError, SkippedFileWarning
+from datamodules.video.datamodule import (
     ClipReader,
     VideoDataModule,
     clip_indices,
@@ -18,19 +22,15 @@ from datamodules.video.datamodule.datamodule import (
     read_video_list,
     write_mp4,
 )
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-
-from datamodules.errors import LoadError, SkippedFileWarning
 from mae.core.decoder import Decoder
 from mae.core.encoder import Encoder
 from mae.core.losses import masked_mse
-from mae.core.masking import BlockMasker, RandomMasker, num_masked
+from mae.core.masking import BlockMasker, DualMasker, RandomMasker, num_masked
 from mae.core.module import MAEModule
 from mae.core.pos_embed import SinCosPosEmbed
 from mae.core.tokens import Tokens
 from mae.modalities.image.targets import HOGTarget
-from mae.modalities.video.masking import DecoderMasking, FrameMasker, TubeMasker, running_cell_visible
+from mae.modalities.video.masking import FrameMasker, RunningCellDecoderMask, TubeMasker, running_cell_visible
 from mae.modalities.video.targets import TubeletNormPixTarget, VideoHOGTarget
 from mae.modalities.video.tokenizer import VideoTokenizer, tubeletify
 from tests.conftest import FAST, compose_cfg
@@ -92,7 +92,8 @@ def test_running_cell_pattern_matches_videomae_v2(ratio):
 @pytest.mark.parametrize("masker", [TubeMasker, RandomMasker])
 def test_dual_masking_decodes_hidden_tokens_in_the_running_cell(masker):
     tokens = video_tokens(batch=32)
-    mask = masker(ratio=0.75, decoder="running_cell", decoder_ratio=0.5)(tokens, torch.Generator().manual_seed(2))
+    dual = DualMasker(base=masker(ratio=0.75), decoder=RunningCellDecoderMask(ratio=0.5))
+    mask = dual(tokens, torch.Generator().manual_seed(2))
     b, m = mask.masked.shape
     assert mask.decode is not None and mask.decode.shape == (b, round(m * 0.5))
     assert torch.equal(mask.predicted, mask.decode)
@@ -114,11 +115,11 @@ def test_masks_without_a_time_axis_fail_with_a_clear_message():
     with pytest.raises(ValueError, match="mask=frame needs"):
         FrameMasker(ratio=0.5).check_grid((16, 8))  # audio (T, F): use mask=time there
     with pytest.raises(ValueError, match="running_cell needs"):
-        RandomMasker(ratio=0.75, decoder="running_cell").check_grid((7, 7))
+        DualMasker(base=RandomMasker(ratio=0.75), decoder=RunningCellDecoderMask()).check_grid((7, 7))
     with pytest.raises(ValueError, match="mask=block draws 2-D"):
         BlockMasker(ratio=0.5).check_grid(GRID)
-    with pytest.raises(ValueError, match="mask.decoder must be null"):
-        DecoderMasking(kind="tube", ratio=0.5)
+    with pytest.raises(ValueError, match="decoder_mask.ratio"):
+        RunningCellDecoderMask(ratio=0.1)
     RandomMasker(ratio=0.75).check_grid(GRID)  # MAE-ST random masking is fine on video
 
 
@@ -173,7 +174,7 @@ def test_video_hog_is_the_image_hog_of_each_frame():
 def test_module_with_dual_masking_predicts_only_the_decoded_tokens():
     tok = VideoTokenizer(num_frames=4, image_size=16, tubelet_size=2, patch_size=4)
     module = MAEModule(
-        tokenizer=tok, masker=TubeMasker(ratio=0.75, decoder="running_cell"),
+        tokenizer=tok, masker=TubeMasker(ratio=0.75), decoder_mask=RunningCellDecoderMask(),
         encoder=partial(Encoder, dim=32, depth=1, num_heads=2, pos_embed=SinCosPosEmbed),
         decoder=partial(Decoder, dim=32, depth=1, num_heads=2, pos_embed=SinCosPosEmbed),
         target=TubeletNormPixTarget(), loss=masked_mse, optimizer=torch.optim.AdamW, batch_size=2,

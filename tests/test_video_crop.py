@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from datamodules.video.datamodule.crop import TrainCrop, multiscale_box, resized_box
-from datamodules.video.datamodule.datamodule import ClipReader, VideoDataModule
 
+from datamodules.video.crop import TrainCrop, multiscale_box, resized_box
+from datamodules.video.datamodule import ClipReader, VideoDataModule
 from tests.conftest import compose_cfg
 
 SCALES = (1.0, 0.875, 0.75, 0.66)

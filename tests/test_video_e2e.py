@@ -25,7 +25,7 @@ def demo_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("mask", ["tube", "random", "frame", "tube_running_cell"])
 def test_video_fit_with_each_mask_writes_metrics(tmp_path, demo_dir, mask):
-    extra = ["mask=tube", "mask.decoder=running_cell"] if mask == "tube_running_cell" else [f"mask={mask}"]
+    extra = ["mask=tube", "decoder_mask=running_cell"] if mask == "tube_running_cell" else [f"mask={mask}"]
     cfg = compose_cfg([*VIDEO_FAST, f"data.demo_dir={demo_dir}", *extra], tmp_path / "run")
     assert cfg.mask.ratio == 0.75 and cfg.target._target_.endswith("TubeletNormPixTarget")
     metrics, saved = fit_and_read(cfg, tmp_path / "run")

@@ -40,7 +40,7 @@ from torch_geometric.data import Data
 from datamodules.base import SplitDataModule
 from datamodules.checks import check_float, check_int, check_optional_str
 from datamodules.errors import SkipCounter, check_on_error
-from datamodules.graph.datamodule.ops import (
+from datamodules.graph.ops import (
     CSR,
     PE_KINDS,
     bfs_subgraph,
@@ -50,7 +50,7 @@ from datamodules.graph.datamodule.ops import (
     positional_encoding,
     random_sign_flip,
 )
-from datamodules.graph.datamodule.sources import MOTIFS, motif_dataset, read_smiles_csv, topic_features
+from datamodules.graph.sources import MOTIFS, motif_dataset, read_smiles_csv, topic_features
 from datamodules.indexing import split_indices
 from datamodules.sampling import SampleKey, SeededSampler, seeded, split_key
 from mae.core.seeding import mix_seed

@@ -32,7 +32,7 @@ from datamodules.demo import build_folder_once
 from datamodules.errors import FileSubset, LoadError, SkipCounter, check_on_error, verify_files
 from datamodules.indexing import UNLABELED, index_class_folder, resolve_source, split_indices
 from datamodules.sampling import SeededSampler
-from datamodules.video.datamodule.crop import TrainCrop
+from datamodules.video.crop import TrainCrop
 
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
 BACKENDS = ("decord", "pyav")
