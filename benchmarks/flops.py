@@ -42,13 +42,13 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 @torch.no_grad()
 def encoder_flops(*, dim: int, depth: int, heads: int) -> dict[str, int]:
-    """Forward FLOPs at batch 1 with every token visible (keep=None) and at MAE's mask ratio."""
+    """Forward FLOPs at batch 1 with every token visible (mask None) and at MAE's mask ratio."""
     encoder, tokenizer = build_encoder(dim=dim, depth=depth, heads=heads)
     tokens = tokenizer({"image": torch.randn(1, 3, 224, 224)})  # values (1, 196, 768)
-    keep = RandomMasker(ratio=MASK_RATIO)(tokens, torch.Generator().manual_seed(0)).keep  # (1, 49)
+    mask = RandomMasker(ratio=MASK_RATIO)(tokens, torch.Generator().manual_seed(0))  # keep (1, 49)
     return {
         "tokens_all": tokens.num_tokens,
-        "tokens_visible": keep.shape[1],
+        "tokens_visible": mask.keep.shape[1],
         "flops_ratio_0.0": count_flops(lambda: encoder(tokens, None)),
-        f"flops_ratio_{MASK_RATIO}": count_flops(lambda: encoder(tokens, keep)),
+        f"flops_ratio_{MASK_RATIO}": count_flops(lambda: encoder(tokens, mask)),
     }

@@ -104,6 +104,6 @@ def test_debug_fast_composes_for_audio(tmp_path):
 
     cfg = compose_cfg([*FAST, "modality=audio"], tmp_path)
     validate(cfg)
-    data = instantiate(cfg.data)  # debug=fast's image keys: "synthetic" = demo, synthetic_size clips, image_size ignored
-    assert data.source == "demo" and data.demo_clips_per_class == cfg.data.synthetic_size // 5
+    data = instantiate(cfg.data)  # debug=fast sets shared keys only: audio keeps its own demo data
+    assert data.source == "demo" and cfg.trainer.limit_train_batches == 3
     instantiate(cfg.module)

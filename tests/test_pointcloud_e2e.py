@@ -21,9 +21,9 @@ def test_modality_defaults_are_point_mae(tmp_path):
     assert module.loss_fn.func.__name__ == "masked_chamfer"
     assert (cfg.tokenizer.num_groups, cfg.tokenizer.group_size, cfg.data.num_points) == (64, 32, 1024)
     block = instantiate(compose_cfg(["modality=pointcloud", "mask=block"], tmp_path).mask)
-    assert block.ratio == 0.6 and block.num_blocks == 1
+    assert block.ratio == 0.6 and block.blocks_for(None) == 1  # one ball of groups (no grid)
     image_block = instantiate(compose_cfg(["mask=block"], tmp_path).mask)
-    assert image_block.ratio == 0.75 and image_block.num_blocks == 4  # image defaults unchanged
+    assert image_block.ratio == 0.75 and image_block.blocks_for((7, 7)) == 4  # image defaults unchanged
 
 
 def test_modality_selects_a_point_mae_model_and_an_explicit_model_wins(tmp_path):
@@ -32,9 +32,10 @@ def test_modality_selects_a_point_mae_model_and_an_explicit_model_wins(tmp_path)
     assert enc.embed.first[0].out_features == 32  # the CPU-sized mini-PointNet
     full = compose_cfg(["modality=pointcloud", "model=pointmae"], tmp_path)
     validate(full)
-    assert (full.model.encoder.dim, full.model.encoder.depth, full.token_embed.widths) == (384, 12, [128, 256, 512])
+    assert (full.model.encoder.dim, full.model.encoder.depth, full.model.encoder.token_embed.widths) == (384, 12, [128, 256, 512])
     tiny = compose_cfg(["modality=pointcloud", "model=tiny"], tmp_path)
-    assert (tiny.model.encoder.dim, tiny.model.encoder.token_embed.widths) == (192, [128, 256, 512])
+    assert tiny.model.encoder.dim == 192 and "widths" not in tiny.model.encoder.token_embed  # PointNetEmbed's defaults
+    assert instantiate(tiny.module).encoder.embed.second[0].out_features == 512
     image = compose_cfg([], tmp_path).model
     assert image.encoder.dim == 128 and image.encoder.cls_token and "pos_every_block" not in image.encoder
 

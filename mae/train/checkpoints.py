@@ -6,7 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import OmegaConf
+
+from mae.core.module import MAEModule
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -80,3 +84,19 @@ def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
         raise RuntimeError(f"resume=auto: no valid checkpoint in {run_dir}: " + "; ".join(errors) +
                            " (delete the run directory or set resume=null to start from scratch)")
     return None
+
+
+def load_run_module(run_dir: Path, ckpt: Path | None = None) -> MAEModule:
+    """Rebuild a run's MAEModule from RUN_DIR/.hydra/config.yaml and load its checkpoint weights."""
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found: RUN_DIR must be a train.py run directory")
+    cfg = OmegaConf.load(cfg_path)
+    cfg.run_dir = str(run_dir)
+    module = instantiate(cfg.module)
+    ckpt = ckpt or run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} not found (pass --ckpt)")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    return module.eval()

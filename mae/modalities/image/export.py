@@ -13,11 +13,10 @@ import json
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from mae.core.encoder import Encoder
 from mae.modalities.image.tokenizer import ImageTokenizer
+from mae.train.checkpoints import load_run_module
 
 TIMM_NAMES = {192: "vit_tiny_patch16_224", 384: "vit_small_patch16_224", 768: "vit_base_patch16_224", 1024: "vit_large_patch16_224"}
 
@@ -58,22 +57,6 @@ def to_timm_state_dict(encoder: Encoder, tokenizer: ImageTokenizer) -> dict[str,
     norm = "fc_norm" if encoder.pool_type == "mean" else "norm"
     out[f"{norm}.weight"], out[f"{norm}.bias"] = src["norm.weight"], src["norm.bias"]
     return out
-
-
-def load_run_module(run_dir: Path, ckpt: Path | None = None):
-    """Rebuild a run's MAEModule from RUN_DIR/.hydra/config.yaml and load its checkpoint weights."""
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: RUN_DIR must be a train.py run directory")
-    cfg = OmegaConf.load(cfg_path)
-    cfg.run_dir = str(run_dir)
-    module = instantiate(cfg.module)
-    ckpt = ckpt or run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} not found (pass --ckpt)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
-    return module.eval()
 
 
 def export(run_dir: Path, *, ckpt: Path | None = None, out: Path | None = None) -> Path:

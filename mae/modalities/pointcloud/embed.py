@@ -18,7 +18,8 @@ class PointNetEmbed(nn.Module):
     def __init__(self, *, in_dim: int, dim: int, point_dim: int = 3, widths: Sequence[int] = (128, 256, 512)) -> None:
         super().__init__()
         if in_dim % point_dim:
-            raise ValueError(f"token width {in_dim} is not a multiple of the point width {point_dim}")
+            raise ValueError(f"token width {in_dim} is not a multiple of the point width {point_dim}: the mini-PointNet "
+                             "(model.encoder.token_embed) embeds point groups, use it with modality=pointcloud")
         if isinstance(widths, (str, bytes)) or len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
             raise ValueError(f"token_embed.widths must be 3 positive ints (hidden, mid, hidden2), got {widths!r}")
         h1, mid, h2 = widths
