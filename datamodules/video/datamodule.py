@@ -18,7 +18,9 @@ import csv
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -27,16 +29,20 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import SplitDataModule
-from datamodules.checks import check_bool, check_floats, check_int, check_optional_str
+from datamodules.checks import OnError, build_config, check_fields
 from datamodules.demo import build_folder_once
-from datamodules.errors import FileSubset, LoadError, SkipCounter, check_on_error, verify_files
+from datamodules.errors import FileSubset, LoadError, SkipCounter, verify_files
 from datamodules.indexing import UNLABELED, index_class_folder, resolve_source, split_indices
 from datamodules.sampling import SeededSampler
 from datamodules.video.crop import TrainCrop
 
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
-BACKENDS = ("decord", "pyav")
-SHORT_POLICIES = ("loop", "pad", "skip")
+Backend = Literal["decord", "pyav"]
+ShortVideo = Literal["loop", "pad", "skip"]
+CropName = Literal["short_side", "multiscale", "resized"]  # datamodules.video.crop.CROPS
+DemoLabel = Literal["digit", "direction"]
+VideoSourceName = Literal["demo", "folder", "synthetic"]  # "synthetic": debug=fast's name for "demo"
+BACKENDS, SHORT_POLICIES = get_args(Backend), get_args(ShortVideo)
 SOURCES = ("demo", "folder")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 Plan = Callable[[int], Tensor]
@@ -346,151 +352,176 @@ class VideoDataset(FileSubset):
         return {"video": loaded, "label": torch.full((self.clips,), self.labels[index], dtype=torch.int64)}
 
 
+# ---------------------------------------------------------------------------------------------- config
+@dataclass(kw_only=True, frozen=True)
+class VideoDataConfig:
+    """The `data` options of VideoDataModule (conf/modality/video.yaml), checked when built: an error names the
+    key (`data.<field>`), what it got and what to write. Lists are stored as tuples, paths as str."""
+
+    source: VideoSourceName | None = None  # null: "folder" when root or list is set, else "demo" ("synthetic" = demo)
+    root: str | None = None  # source=folder: one subfolder of mp4/webm/avi/mkv/mov files per class, or a flat folder
+    list: str | None = None  # noqa: A003 - source=folder: a Kinetics/SSv2 list of `path label` rows (key `data.list`)
+    video_dir: str | None = None  # the folder the list's relative paths start from (null: the list's folder)
+    backend: Backend | None = None  # the decoder; null: decord where installed, else pyav
+    num_frames: int = 16  # frames per clip, >= 1
+    sampling_rate: int = 4  # frames between sampled frames, >= 1
+    image_size: int | tuple[int, ...] = 224  # crop size: an int or [H, W]
+    short_side: int | tuple[int, ...] | None = None  # int or [min, max] >= crop (train: random, eval: min); null: crop
+    channels: int = 3  # must be 3: decoded videos are RGB
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # per channel
+    std: tuple[float, float, float] = IMAGENET_STD  # per channel, positive
+    hflip: bool = False  # random horizontal flips in training
+    crop: CropName = "short_side"  # the train crop (datamodules/video/crop.py); eval takes the centre box
+    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # crop=multiscale: box sides / short side, in (0, 1]
+    crop_area: tuple[float, float] = (0.5, 1.0)  # crop=resized: [min, max] share of the frame's area
+    crop_aspect: tuple[float, float] = (0.75, 4 / 3)  # crop=resized: [min, max] aspect ratio
+    repeat: int = 1  # MAE-ST repeated sampling: clips per decoded train video, >= 1
+    short_video: ShortVideo = "loop"  # a video shorter than one clip: loop | pad (last frame) | skip (on_error)
+    batch_size: int = 32  # clips per batch, a multiple of repeat
+    num_workers: int = 0  # DataLoader worker processes
+    val_fraction: float = 0.2  # share of the videos held out as the val split
+    seed: int = 0  # the split, the demo videos and the augmentation draws
+    on_error: OnError = "skip"  # an unreadable file: "skip" (warn + count in `skips`) or "raise"
+    demo_dir: str | None = None  # source=demo: where the videos are written (null: a temp folder keyed by settings)
+    demo_videos_per_class: int = 40  # source=demo: videos per class, >= 2
+    demo_frames: int = 24  # source=demo: frames per video, >= 1
+    demo_size: int = 40  # source=demo: frame side in pixels, >= 8
+    demo_label: DemoLabel = "digit"  # source=demo: digit (10 classes) or direction (4 directions of motion)
+    demo_digit_size: int | None = None  # source=demo: digit side in pixels, <= demo_size; null: demo_size / 2
+    synthetic_size: int | None = None  # debug=fast's name: total demo videos (overrides demo_videos_per_class)
+    pin_memory: bool = False  # DataLoader pin_memory
+
+    def __post_init__(self) -> None:
+        check_fields(self, minimum={"num_frames": 1, "sampling_rate": 1, "repeat": 1, "batch_size": 1,
+                                    "num_workers": 0, "demo_videos_per_class": 2, "synthetic_size": 1,
+                                    "demo_frames": 1, "demo_size": 8, "demo_digit_size": 1})
+        self.resolved_source  # resolve_source checks data.source / data.root / data.list
+        if self.backend == "decord" and default_backend() != "decord":
+            raise ValueError("data.backend=decord but decord is not installed here (wheels exist for x86-64 "
+                             "Linux/Windows): use data.backend=pyav or null")
+        sizes = self._sizes()
+        if len(sizes) not in (1, 2):
+            raise ValueError(f"data.image_size must be an int or [H, W], got {[*sizes]}")
+        if min(sizes) < 1:
+            raise ValueError(f"data.image_size must be >= 1, got {min(sizes)}")
+        short = self._short_sides()
+        if len(short) not in (1, 2) or short[0] > short[-1]:
+            raise ValueError(f"data.short_side must be an int or [min, max] with min <= max, got {[*short]}")
+        if min(short) < min(sizes):
+            raise ValueError(f"data.short_side must be >= {min(sizes)}, got {min(short)}")
+        if self.channels != 3:
+            raise ValueError(f"data.channels must be 3: decoded videos are RGB (got {self.channels!r})")
+        if min(self.std) <= 0:
+            raise ValueError(f"data.std must be positive, got {[*self.std]}")
+        self.train_crop  # TrainCrop checks data.crop_scales / data.crop_area / data.crop_aspect
+        if self.batch_size % self.repeat:
+            raise ValueError(f"data.batch_size={self.batch_size} counts clips and must be a multiple of data.repeat="
+                             f"{self.repeat} (each video gives {self.repeat} clips)")
+        if self.demo_digit_size is not None and self.demo_digit_size > self.demo_size:
+            raise ValueError(f"data.demo_digit_size={self.demo_digit_size} must be at most "
+                             f"data.demo_size={self.demo_size}")
+
+    @property
+    def resolved_source(self) -> str:
+        """"demo" or "folder" (`resolve_source`: null picks folder when root or list is set; "synthetic" = demo)."""
+        return resolve_source(self.source, root=self.root, list_file=self.list, generated="demo", sources=SOURCES)
+
+    @property
+    def resolved_backend(self) -> str:
+        return self.backend if self.backend is not None else default_backend()
+
+    def _sizes(self) -> tuple[int, ...]:
+        return (self.image_size,) if isinstance(self.image_size, int) else self.image_size
+
+    def _short_sides(self) -> tuple[int, ...]:
+        if self.short_side is None:
+            return (min(self._sizes()),)
+        return (self.short_side,) if isinstance(self.short_side, int) else self.short_side
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """The crop size (H, W): [S] and S mean (S, S)."""
+        return self._sizes()[0], self._sizes()[-1]
+
+    @property
+    def short_side_range(self) -> tuple[int, int]:
+        """(min, max) of the resized short side; [S] and S mean (S, S), null the crop's short side."""
+        return self._short_sides()[0], self._short_sides()[-1]
+
+    @property
+    def train_crop(self) -> TrainCrop:
+        return TrainCrop(kind=self.crop, scales=self.crop_scales, area=self.crop_area, aspect=self.crop_aspect)
+
+    @property
+    def videos_per_class(self) -> int:
+        """demo_videos_per_class, or synthetic_size spread over the demo's classes (at least 2 each)."""
+        if self.synthetic_size is None:
+            return self.demo_videos_per_class
+        return max(2, self.synthetic_size // (10 if self.demo_label == "digit" else len(DIRECTIONS)))
+
+
 # ---------------------------------------------------------------------------------------- datamodule
 class VideoDataModule(SplitDataModule):
-    """Video clips for VideoMAE / MAE-ST pre-training and frozen-feature evaluation.
+    """Video clips for VideoMAE / MAE-ST pre-training and frozen-feature evaluation; the options are
+    VideoDataConfig's fields.
 
     source: "folder" (`root` with one subfolder per class of mp4/webm/avi/mkv/mov files, or a flat unlabeled
-    folder; or a `list` file) or "demo" (generated moving-MNIST mp4s under `demo_dir`, default a temp folder);
-    None picks "folder" when root or list is given, else "demo". backend: "decord", "pyav" or None (decord where
-    installed). short_video: "loop", "pad" or "skip" for videos shorter than one clip. As debug=fast (written
-    for images) sets them: source "synthetic" = "demo" and `synthetic_size` = the total number of demo videos.
+    folder; or a `list` file) or "demo" (generated moving-MNIST mp4s under `demo_dir`, default a temp folder).
+    As debug=fast (written for images) sets them: source "synthetic" = "demo" and `synthetic_size` = the total
+    number of demo videos.
     """
 
     unit = "videos"
 
-    def __init__(
-        self,
-        *,
-        source: str | None = None,
-        root: str | None = None,
-        list: str | None = None,  # noqa: A002 (config key `data.list`)
-        video_dir: str | None = None,
-        backend: str | None = None,
-        num_frames: int = 16,
-        sampling_rate: int = 4,
-        image_size: int | Sequence[int] = 224,
-        short_side: int | Sequence[int] | None = None,
-        channels: int = 3,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        hflip: bool = False,
-        crop: str = "short_side",
-        crop_scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
-        crop_area: Sequence[float] = (0.5, 1.0),
-        crop_aspect: Sequence[float] = (0.75, 4 / 3),
-        repeat: int = 1,
-        short_video: str = "loop",
-        batch_size: int = 32,
-        num_workers: int = 0,
-        val_fraction: float = 0.2,
-        seed: int = 0,
-        on_error: str = "skip",
-        demo_dir: str | None = None,
-        demo_videos_per_class: int = 40,
-        demo_frames: int = 24,
-        demo_size: int = 40,
-        demo_label: str = "digit",
-        demo_digit_size: int | None = None,
-        synthetic_size: int | None = None,
-        pin_memory: bool = False,
-    ) -> None:
+    def __init__(self, **options: object) -> None:
         super().__init__()
-        self.root, self.list_file = check_optional_str("data.root", root), check_optional_str("data.list", list)
-        self.video_dir = check_optional_str("data.video_dir", video_dir)
-        self.source = resolve_source(source, root=self.root, list_file=self.list_file, generated="demo",
-                                     sources=SOURCES)
-        self.backend = backend if backend is not None else default_backend()
-        if self.backend not in BACKENDS:
-            raise ValueError(f"data.backend must be one of {BACKENDS} or null (decord where installed), got {backend!r}")
-        if self.backend == "decord" and default_backend() != "decord":
-            raise ValueError("data.backend=decord but decord is not installed here (wheels exist for x86-64 "
-                             "Linux/Windows): use data.backend=pyav or null")
-        self.num_frames = check_int("data.num_frames", num_frames, minimum=1)
-        self.sampling_rate = check_int("data.sampling_rate", sampling_rate, minimum=1)
-        size = [image_size] if isinstance(image_size, int) else [check_int("data.image_size", v) for v in image_size]
-        self.image_size = (check_int("data.image_size", size[0], minimum=1), size[-1])
-        short = [min(self.image_size)] if short_side is None else [short_side] if isinstance(short_side, int) \
-            else [*short_side]
-        short = [check_int("data.short_side", v, minimum=min(self.image_size)) for v in short]
-        if len(short) not in (1, 2) or short[0] > short[-1]:
-            raise ValueError(f"data.short_side must be an int or [min, max] with min <= max, got {short_side}")
-        self.short_side = (short[0], short[-1])
-        if channels != 3:
-            raise ValueError(f"data.channels must be 3: decoded videos are RGB (got {channels!r})")
-        self.mean, self.std = check_floats("data.mean", mean, length=3), check_floats("data.std", std, length=3)
-        if min(self.std) <= 0:
-            raise ValueError(f"data.std must be positive, got {self.std}")
-        self.hflip = check_bool("data.hflip", hflip)
-        self.crop = TrainCrop(kind=crop, scales=tuple(check_floats("data.crop_scales", crop_scales)),
-                              area=tuple(check_floats("data.crop_area", crop_area, length=2)),
-                              aspect=tuple(check_floats("data.crop_aspect", crop_aspect, length=2)))
-        self.repeat = check_int("data.repeat", repeat, minimum=1)
-        if short_video not in SHORT_POLICIES:
-            raise ValueError(f"data.short_video must be one of {SHORT_POLICIES}, got {short_video!r}")
-        self.short_video = short_video
-        self.batch_size = check_int("data.batch_size", batch_size, minimum=1)
-        if self.batch_size % self.repeat:
-            raise ValueError(f"data.batch_size={batch_size} counts clips and must be a multiple of data.repeat={repeat} "
-                             f"(each video gives {repeat} clips)")
-        self.num_workers = check_int("data.num_workers", num_workers, minimum=0)
-        self.val_fraction = float(val_fraction)
-        self.seed = check_int("data.seed", seed)
-        self.on_error = check_on_error(on_error)
-        self.pin_memory = check_bool("data.pin_memory", pin_memory)
-        self.demo_dir = check_optional_str("data.demo_dir", demo_dir)
-        if demo_label not in ("digit", "direction"):
-            raise ValueError(f"data.demo_label must be 'digit' or 'direction', got {demo_label!r}")
-        self.demo_label = demo_label
-        classes = 10 if demo_label == "digit" else len(DIRECTIONS)
-        self.demo_videos_per_class = check_int("data.demo_videos_per_class", demo_videos_per_class, minimum=2)
-        if synthetic_size is not None:
-            self.demo_videos_per_class = max(2, check_int("data.synthetic_size", synthetic_size, minimum=1) // classes)
-        self.demo_frames = check_int("data.demo_frames", demo_frames, minimum=1)
-        self.demo_size = check_int("data.demo_size", demo_size, minimum=8)
-        self.demo_digit_size = None if demo_digit_size is None else check_int(
-            "data.demo_digit_size", demo_digit_size, minimum=1)
-        if self.demo_digit_size is not None and self.demo_digit_size > self.demo_size:
-            raise ValueError(f"data.demo_digit_size={demo_digit_size} must be at most data.demo_size={demo_size}")
+        self.cfg = cfg = build_config(VideoDataConfig, options, owner="VideoDataModule")
+        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
+                                                                        cfg.pin_memory, cfg.seed)
+        self.source, self.backend, self.crop = cfg.resolved_source, cfg.resolved_backend, cfg.train_crop
+        self.image_size, self.short_side = cfg.image_hw, cfg.short_side_range
+        self.demo_videos_per_class = cfg.videos_per_class
         self.skips = SkipCounter()
         self._ready = False
 
     def reader(self) -> ClipReader:
-        return ClipReader(backend=self.backend, num_frames=self.num_frames, sampling_rate=self.sampling_rate,
-                          image_size=self.image_size, short_side=self.short_side, mean=self.mean, std=self.std,
-                          hflip=self.hflip, short=self.short_video, crop=self.crop)
+        cfg = self.cfg
+        return ClipReader(backend=self.backend, num_frames=cfg.num_frames, sampling_rate=cfg.sampling_rate,
+                          image_size=self.image_size, short_side=self.short_side, mean=cfg.mean, std=cfg.std,
+                          hflip=cfg.hflip, short=cfg.short_video, crop=self.crop)
 
     def _index(self) -> tuple[list[Path], list[int], list[str], str]:
+        cfg = self.cfg
         if self.source == "demo":
-            digit = self.demo_size // 2 if self.demo_digit_size is None else self.demo_digit_size
-            key = (f"{self.demo_label}_v{self.demo_videos_per_class}_f{self.demo_frames}_s{self.demo_size}"
-                   f"_d{digit}{'_bounce' if self.demo_label == 'digit' else ''}_seed{self.seed}")
-            folder = Path(self.demo_dir) if self.demo_dir else Path(tempfile.gettempdir()) / "mae_video_demo" / key
-            root = write_demo(folder, videos_per_class=self.demo_videos_per_class, frames=self.demo_frames,
-                              size=self.demo_size, label=self.demo_label, seed=self.seed,
-                              digit_size=self.demo_digit_size)
+            digit = cfg.demo_size // 2 if cfg.demo_digit_size is None else cfg.demo_digit_size
+            key = (f"{cfg.demo_label}_v{self.demo_videos_per_class}_f{cfg.demo_frames}_s{cfg.demo_size}"
+                   f"_d{digit}{'_bounce' if cfg.demo_label == 'digit' else ''}_seed{self.seed}")
+            folder = Path(cfg.demo_dir) if cfg.demo_dir else Path(tempfile.gettempdir()) / "mae_video_demo" / key
+            root = write_demo(folder, videos_per_class=self.demo_videos_per_class, frames=cfg.demo_frames,
+                              size=cfg.demo_size, label=cfg.demo_label, seed=self.seed,
+                              digit_size=cfg.demo_digit_size)
             paths, labels, classes = index_class_folder(root, VIDEO_EXTS)
             return paths, labels, classes, repr(str(root))
-        if self.root is not None:
-            paths, labels, classes = index_class_folder(self.root, VIDEO_EXTS)
-            return paths, labels, classes, repr(self.root)
-        paths, labels, classes = read_video_list(self.list_file, video_dir=self.video_dir)
-        return paths, labels, classes, f"list {self.list_file!r}"
+        if cfg.root is not None:
+            paths, labels, classes = index_class_folder(cfg.root, VIDEO_EXTS)
+            return paths, labels, classes, repr(cfg.root)
+        paths, labels, classes = read_video_list(cfg.list, video_dir=cfg.video_dir)
+        return paths, labels, classes, f"list {cfg.list!r}"
 
     def _prepare(self) -> None:
         if self._ready:
             return
         paths, labels, self._classes, what = self._index()
-        paths, labels = verify_files(paths, labels, lambda p: check_video(p, self.backend), on_error=self.on_error,
+        paths, labels = verify_files(paths, labels, lambda p: check_video(p, self.backend), on_error=self.cfg.on_error,
                                      what=what, skips=self.skips)
-        train_idx, val_idx = split_indices(len(paths), val_fraction=self.val_fraction, seed=self.seed)
+        train_idx, val_idx = split_indices(len(paths), val_fraction=self.cfg.val_fraction, seed=self.seed)
         reader = self.reader()
 
         def subset(indices: list[int], *, clips: int, train: bool) -> VideoDataset:
             return VideoDataset(paths=paths, labels=labels, indices=indices, reader=reader, clips=clips, train=train,
-                                on_error=self.on_error, skips=self.skips)
+                                on_error=self.cfg.on_error, skips=self.skips)
 
-        self.train_set = subset(train_idx, clips=self.repeat, train=True)
+        self.train_set = subset(train_idx, clips=self.cfg.repeat, train=True)
         self.train_eval_set = subset(train_idx, clips=1, train=False)
         self.val_set = subset(val_idx, clips=1, train=False)
         self._ready = True
@@ -504,10 +535,10 @@ class VideoDataModule(SplitDataModule):
     def train_dataloader(self) -> DataLoader:
         """batch_size / repeat videos per batch, each giving `repeat` clips; seeded shuffle, drop_last."""
         self._prepare()
-        videos = self.batch_size // self.repeat
+        videos = self.batch_size // self.cfg.repeat
         if len(self.train_set) < videos:
             raise ValueError(f"the train split holds {len(self.train_set)} videos, fewer than one batch of "
-                             f"{videos} (data.batch_size={self.batch_size} clips / data.repeat={self.repeat}); "
+                             f"{videos} (data.batch_size={self.batch_size} clips / data.repeat={self.cfg.repeat}); "
                              "use a smaller data.batch_size")
         sampler = SeededSampler(len(self.train_set), seed=self.seed, shuffle=True)
         return self._loader(self.train_set, sampler=sampler, drop_last=True, videos_per_batch=videos)

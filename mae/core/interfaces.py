@@ -86,12 +86,20 @@ class MAEEncoder(nn.Module):
     def pool(self, tokens: Tokens) -> Tensor:
         raise NotImplementedError
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters the optimiser must not decay (cls / mask tokens). Default: none."""
+        return set()
+
 
 class MAEDecoder(nn.Module):
     """latent (the encoder's output) + tokens + mask -> (B, M', out_dim) predictions at `mask.predicted`."""
 
     def forward(self, latent: Tensor, tokens: Tokens, mask: Mask) -> Tensor:
         raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        """As `MAEEncoder.no_weight_decay`."""
+        return set()
 
 
 class Target(nn.Module):

@@ -6,13 +6,15 @@ import math
 
 from torch import nn
 
+from mae.core.interfaces import MAEDecoder, MAEEncoder
+
 
 def param_groups(module: nn.Module, *, weight_decay: float) -> list[dict]:
     """Two groups: decayed weights, and no decay for 1-D params (norms, biases) and tokens/embeddings
-    named by a submodule's `no_weight_decay()` (cls/mask tokens)."""
+    named by an encoder's / decoder's `no_weight_decay()` (cls/mask tokens)."""
     skip: set[str] = set()
     for prefix, sub in module.named_modules():
-        if hasattr(sub, "no_weight_decay") and callable(sub.no_weight_decay):
+        if isinstance(sub, (MAEEncoder, MAEDecoder)):
             skip |= {f"{prefix}.{name}" if prefix else name for name in sub.no_weight_decay()}
     decay, no_decay = [], []
     for name, param in module.named_parameters():

@@ -20,6 +20,9 @@ from types import FrameType
 import lightning as L
 import torch
 import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+from datamodules.sampling import SeededSampler
 
 log = logging.getLogger(__name__)
 
@@ -128,21 +131,20 @@ def batches_done_in_epoch(trainer: L.Trainer) -> int:
 
 class ResumeDataPosition(L.Callback):
     """A run resumed from a mid-epoch checkpoint continues with the batches that come next: the training sampler
-    (a `SeededSampler`, or any sampler with `set_epoch` / `set_start`) gets the restored epoch and skips the
+    (a `SeededSampler`; any DistributedSampler gets the epoch) gets the restored epoch and skips the
     samples this rank already consumed, so the resumed losses equal an uninterrupted run's."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = batches_done_in_epoch(trainer)
         loaders = trainer.fit_loop._combined_loader.flattened if trainer.fit_loop._combined_loader else []
         recreate = False
-        for loader in loaders:
-            sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(trainer.current_epoch)
-            if done and hasattr(sampler, "set_start") and isinstance(loader.batch_size, int):
-                sampler.set_start(done * loader.batch_size)
-            recreate |= getattr(loader, "num_workers", 0) > 0
-        if done and all(hasattr(getattr(dl, "sampler", None), "set_start") for dl in loaders):
+        for loader in loaders:  # DataLoaders
+            if isinstance(loader.sampler, DistributedSampler):
+                loader.sampler.set_epoch(trainer.current_epoch)
+            if done and isinstance(loader.sampler, SeededSampler) and isinstance(loader.batch_size, int):
+                loader.sampler.set_start(done * loader.batch_size)
+            recreate |= loader.num_workers > 0
+        if done and all(isinstance(dl.sampler, SeededSampler) for dl in loaders):
             # Lightning warns that a plain DataLoader cannot resume mid-epoch; this sampler does.
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
         if done:

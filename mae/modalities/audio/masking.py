@@ -1,4 +1,4 @@
-"""line_scores, TimeFreqMasker."""
+"""Audio-MAE's structured spectrogram masks: whole time columns and / or frequency rows (`mask=time|freq|timefreq`)."""
 from __future__ import annotations
 
 import torch

@@ -15,7 +15,7 @@ from mae.modalities.audio.tokenizer import SpectrogramTokenizer
 
 
 class SpectrogramPictures(Pictures):
-    """See `draw`."""
+    """The reconstruction panels of modality=audio (see `draw`)."""
 
     def __init__(self, *, display_range: tuple[float, float] = (-2.5, 2.5)) -> None:
         self.display_range = tuple(float(v) for v in display_range)  # normalised log-mel drawn black to white

@@ -1,4 +1,4 @@
-"""sce_loss."""
+"""GraphMAE's scaled cosine error (`loss=sce`)."""
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -17,7 +17,7 @@ MAX_DRAWN = 300  # nodes of the first graph drawn in the reconstruction picture
 
 
 class GraphPictures(Pictures):
-    """See `draw`."""
+    """The reconstruction panels of modality=graph (see `draw`)."""
 
     def draw(self, panels: dict[str, Tensor], tokens: Tokens, note: str, path: Path, *, tokenizer: GraphTokenizer,
              data: EvalData) -> Figure:

@@ -1,4 +1,4 @@
-"""PointNetEmbed."""
+"""Point-MAE's mini-PointNet group embedding (the encoder's `token_embed` on point groups)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

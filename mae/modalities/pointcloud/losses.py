@@ -1,4 +1,4 @@
-"""chamfer_distance, masked_chamfer."""
+"""Point-MAE's Chamfer distance between predicted and true point groups (`loss=chamfer`)."""
 from __future__ import annotations
 
 from torch import Tensor

@@ -14,7 +14,7 @@ from mae.modalities.pointcloud.tokenizer import PointCloudTokenizer
 
 
 class PointCloudPictures(Pictures):
-    """See `draw`."""
+    """The reconstruction panels of modality=pointcloud (see `draw`)."""
 
     def draw(self, panels: dict[str, Tensor], tokens: Tokens, note: str, path: Path, *, tokenizer: PointCloudTokenizer,
              data: EvalData) -> Figure:

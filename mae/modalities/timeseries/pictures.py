@@ -14,7 +14,7 @@ from mae.modalities.timeseries.tokenizer import PatchTSTTokenizer, unpatchify_1d
 
 
 class SeriesPictures(Pictures):
-    """See `draw`."""
+    """The reconstruction panels of modality=timeseries (see `draw`)."""
 
     def draw(self, panels: dict[str, Tensor], tokens: Tokens, note: str, path: Path, *, tokenizer: PatchTSTTokenizer,
              data: EvalData) -> Figure:

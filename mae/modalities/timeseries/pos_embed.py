@@ -1,4 +1,4 @@
-"""LearnedPosEmbed."""
+"""PatchTST's learned positional embedding (experiment=patchtst_etth1)."""
 from __future__ import annotations
 
 import torch  # noqa: E402

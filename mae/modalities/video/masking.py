@@ -1,6 +1,4 @@
-"""Video maskers: VideoMAE's tube masking, whole-frame masking, and VideoMAE V2's running-cell decoder mask.
-
-check_time_grid, tube_scores, frame_scores, TubeMasker, FrameMasker, running_cell_visible, DecoderMasking."""
+"""Video maskers: VideoMAE's tube masking, whole-frame masking, and VideoMAE V2's running-cell decoder mask."""
 from __future__ import annotations
 
 import torch

@@ -13,7 +13,7 @@ from mae.modalities.video.tokenizer import VideoTokenizer
 
 
 class FrameStripPictures(Pictures):
-    """See `draw`."""
+    """The reconstruction panels of modality=video (see `draw`)."""
 
     def __init__(self, *, max_samples: int = 2) -> None:
         self.max_samples = max_samples  # clips drawn (a clip is len(panels) rows of frames)
