@@ -26,7 +26,8 @@ import torch
 from benchmarks.flops import count_flops
 from benchmarks.noise import CLEAN_OTHER_CORES, Sample, measure, median_clean
 from datamodules.video.crop import TrainCrop
-from datamodules.video.datamodule import ClipReader, default_backend, write_demo
+from datamodules.video.decode import ClipReader, default_backend
+from datamodules.video.demo import write_demo
 from mae.core.decoder import Decoder
 from mae.core.encoder import Encoder
 from mae.core.losses import masked_mse

@@ -61,11 +61,11 @@ def test_resume_reuses_the_saved_feature_statistics(tmp_path, demo_dir, monkeypa
     run(audio_cfg(tmp_path / "run", demo_dir, *common, "trainer.max_epochs=1"))
     assert len(calls) == 1
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, weights_only=False)["AudioDataModule"]
+    state = torch.load(ckpt, weights_only=True)["AudioDataModule"]
     assert state["feature_std"] > 0
     run(audio_cfg(tmp_path / "run", demo_dir, *common, "trainer.max_epochs=2", f"ckpt_path={ckpt}"))
     assert len(calls) == 1  # restored from the checkpoint, not recomputed
-    state2 = torch.load(ckpt, weights_only=False)["AudioDataModule"]
+    state2 = torch.load(ckpt, weights_only=True)["AudioDataModule"]
     assert state2["feature_mean"] == state["feature_mean"]
 
 

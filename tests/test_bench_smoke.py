@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.video.datamodule import default_backend
+from datamodules.video.decode import default_backend
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]

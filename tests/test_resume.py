@@ -48,7 +48,7 @@ def step_losses(run_dir: Path) -> pd.Series:
 
 
 def ckpt_step(path: Path) -> int:
-    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
 @pytest.mark.e2e
@@ -113,7 +113,7 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         atomic_torch_save({"global_step": 2}, path)
     monkeypatch.undo()
-    assert torch.load(path, weights_only=False)["global_step"] == 1
+    assert torch.load(path, weights_only=True)["global_step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from datamodules.video.crop import TrainCrop, multiscale_box, resized_box
-from datamodules.video.datamodule import ClipReader, VideoDataModule
+from datamodules.video.datamodule import VideoDataModule
+from datamodules.video.decode import ClipReader
 from tests.conftest import compose_cfg
 
 SCALES = (1.0, 0.875, 0.75, 0.66)

