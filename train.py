@@ -4,8 +4,12 @@
 """
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
+
+from mae.train.legacy import upgrade_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -16,4 +20,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    sys.argv[1:], notes = upgrade_overrides(sys.argv[1:])
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     main()

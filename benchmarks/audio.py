@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.noise import Sample, measure, median_clean
-from datamodules.audio.datamodule import FbankFeatures, write_demo
+from datamodules.audio.demo import write_demo
+from datamodules.audio.features import FbankFeatures
 from mae.core.decoder import Decoder
 from mae.core.encoder import Encoder
 from mae.core.losses import masked_mse

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.noise import Sample, measure, median_clean
-from datamodules.pointcloud.datamodule import read_points_cached
+from datamodules.pointcloud.io import read_points_cached
 from mae.core.decoder import Decoder
 from mae.core.encoder import Encoder
 from mae.core.masking import RandomMasker

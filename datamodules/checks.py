@@ -45,6 +45,12 @@ def check_floats(name: str, value: object, *, length: int | None = None) -> list
     return out
 
 
+def check_val_fraction(value: float, name: str = "data.val_fraction") -> None:
+    """The share held out for validation: in [0, 1) (0: no val split)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
 def check_optional_str(name: str, value: object) -> str | None:
     if value is not None and not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a string or null, got {value!r} of type {type(value).__name__}")

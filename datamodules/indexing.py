@@ -148,11 +148,8 @@ def split_indices(n: int, *, val_fraction: float, seed: int) -> tuple[list[int],
 
 def resolve_source(source: str | None, *, root: str | None, list_file: str | None, generated: str,
                    sources: Sequence[str]) -> str:
-    """`data.source` of a datamodule with one generated source and "folder": "synthetic" (debug=fast's name) is an
-    alias of `generated`, null picks "folder" when data.root or data.list is set (else `generated`), and "folder"
-    needs exactly one of the two."""
-    if source == "synthetic":
-        source = generated
+    """`data.source` of a datamodule with one generated source and "folder": null picks "folder" when data.root or
+    data.list is set (else `generated`), and "folder" needs exactly one of the two."""
     if source is None:
         source = "folder" if root is not None or list_file is not None else generated
     if source not in sources:

@@ -10,7 +10,9 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from datamodules.audio.datamodule import AudioDataModule, FbankFeatures, crop_or_pad, write_demo
+from datamodules.audio.datamodule import AudioDataModule
+from datamodules.audio.demo import write_demo
+from datamodules.audio.features import FbankFeatures, crop_or_pad
 from datamodules.errors import LoadError, SkippedFileWarning
 from mae.core.decoder import Decoder, window_attn_mask
 from mae.core.masking import num_masked

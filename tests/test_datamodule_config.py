@@ -1,4 +1,4 @@
-"""Datamodule options as typed, checked dataclasses: check_fields, ImageDataConfig / VideoDataConfig, the yaml keys."""
+"""Datamodule options as typed, checked dataclasses: check_fields, and for every modality the wrong-option errors, the unknown key, the yaml keys."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,17 +11,21 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import ListConfig, OmegaConf
 
+from datamodules.audio.datamodule import AudioDataConfig, AudioDataModule
 from datamodules.checks import OnError, check_fields
 from datamodules.errors import ON_ERROR_CHOICES
+from datamodules.graph.datamodule import GraphDataConfig, GraphDataModule
 from datamodules.image.datamodule import ImageDataConfig, ImageDataModule
+from datamodules.pointcloud.datamodule import PointCloudDataConfig, PointCloudDataModule
+from datamodules.timeseries.datamodule import TimeSeriesDataConfig, TimeSeriesDataModule
 from datamodules.video.crop import CROPS
 from datamodules.video.datamodule import CropName, VideoDataConfig, VideoDataModule
 from tests.conftest import CONF, compose_cfg
 
-MODULES = {"image": (ImageDataModule, ImageDataConfig), "video": (VideoDataModule, VideoDataConfig)}
-NOT_IN_YAML = {"image": set(), "video": {"synthetic_size"}}
-"""Fields the modality's yaml does not write: video's synthetic_size is the images' name for the number of demo
-videos (`+data.synthetic_size=N`), kept as an alias of demo_videos_per_class."""
+MODULES = {"image": (ImageDataModule, ImageDataConfig), "video": (VideoDataModule, VideoDataConfig),
+           "audio": (AudioDataModule, AudioDataConfig), "pointcloud": (PointCloudDataModule, PointCloudDataConfig),
+           "graph": (GraphDataModule, GraphDataConfig), "timeseries": (TimeSeriesDataModule, TimeSeriesDataConfig)}
+"""Every modality's datamodule and its options dataclass; each modality's own cases: tests/test_datamodule_config_<m>.py."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -83,6 +87,7 @@ def test_check_fields_names_the_field_what_it_got_and_what_to_write(options, err
     ("image", {"source": "mnist", "root": "/x"}, ValueError, r"data\.root / data\.list are only read by"),
     ("image", {"on_error": "ignore"}, ValueError, r"data\.on_error must be one of \('skip', 'raise'\)"),
     ("image", {"root": 3}, TypeError, r"data\.root must be a string or null, got 3 of type int"),
+    ("video", {"source": "synthetic"}, ValueError, r"data\.source must be one of \('demo', 'folder'\) or null"),
     ("video", {"num_frames": 0}, ValueError, r"data\.num_frames must be >= 1, got 0"),
     ("video", {"num_frames": 8.0}, TypeError, r"data\.num_frames must be an int, got 8\.0"),
     ("video", {"backend": "ffmpeg"}, ValueError, r"data\.backend must be one of \('decord', 'pyav'\) or null"),
@@ -113,10 +118,11 @@ def test_a_wrong_option_names_the_key(modality, options, error, match) -> None:
 @pytest.mark.parametrize("modality", MODULES)
 def test_an_unknown_key_is_named_with_the_options(modality) -> None:
     module, config = MODULES[modality]
-    with pytest.raises(TypeError, match=rf"data\.frames is not an option of {module.__name__}; options: source, "):
-        module(frames=8)
-    with pytest.raises(TypeError, match=r"data\.frames, data\.size are not options of"):
-        module(frames=8, size=4)
+    first = dataclasses.fields(config)[0].name
+    with pytest.raises(TypeError, match=rf"data\.framez is not an option of {module.__name__}; options: {first}, "):
+        module(framez=8)
+    with pytest.raises(TypeError, match=r"data\.framez, data\.sizez are not options of"):
+        module(framez=8, sizez=4)
 
 
 def test_an_unknown_key_from_the_command_line(tmp_path) -> None:
@@ -130,15 +136,20 @@ def plain(value: object) -> object:
     return [plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
-@pytest.mark.parametrize("modality", MODULES)
-def test_the_composed_config_builds_the_datamodule_with_the_yaml_values(modality, tmp_path) -> None:
-    data = compose_cfg([f"modality={modality}"], tmp_path).data
-    dm = instantiate(data)
-    assert type(dm) is MODULES[modality][0] and type(dm.cfg) is MODULES[modality][1]
+CONFIGS = [[f"modality={path.stem}"] for path in sorted((CONF / "modality").glob("*.yaml"))] + [
+    [f"experiment={path.stem}"] for path in sorted((CONF / "experiment").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda o: o[0])
+def test_the_composed_config_builds_the_datamodule_with_the_yaml_values(overrides, tmp_path) -> None:
+    data = compose_cfg(overrides, tmp_path).data
+    dm = instantiate(data)  # nothing is read or downloaded yet
+    assert (type(dm), type(dm.cfg)) in MODULES.values()
     written = OmegaConf.to_container(data, resolve=True)
     written.pop("_target_")
     got = {key: plain(getattr(dm.cfg, key)) for key in written}
     assert got == written
+    assert set(written) == {f.name for f in dataclasses.fields(dm.cfg)}
     for f in dataclasses.fields(dm.cfg):  # no ListConfig left inside
         assert not isinstance(getattr(dm.cfg, f.name), ListConfig), f.name
 
@@ -148,7 +159,14 @@ def test_every_field_is_a_yaml_key_and_every_yaml_key_a_field(modality) -> None:
     yaml_keys = set(OmegaConf.load(CONF / "modality" / f"{modality}.yaml").data) - {"_target_"}
     fields = {f.name for f in dataclasses.fields(MODULES[modality][1])}
     assert yaml_keys - fields == set(), f"conf/modality/{modality}.yaml keys that are no option"
-    assert fields - yaml_keys == NOT_IN_YAML[modality], f"options missing from conf/modality/{modality}.yaml"
+    assert fields - yaml_keys == set(), f"options missing from conf/modality/{modality}.yaml"
+
+
+@pytest.mark.parametrize("modality", MODULES)
+@pytest.mark.parametrize("fraction", [1.0, -0.1])
+def test_a_val_fraction_outside_0_1_is_named(modality, fraction) -> None:
+    with pytest.raises(ValueError, match=rf"data\.val_fraction must be in \[0, 1\), got {fraction}"):
+        MODULES[modality][1](val_fraction=fraction)
 
 
 def test_the_literal_choices_match_the_checked_ones() -> None:
@@ -159,9 +177,8 @@ def test_derived_values_of_the_datamodules() -> None:
     image = ImageDataModule(channels=3, image_size=[24, 32], root="/x")
     assert (image.source, image.image_size, image.mean, image.std) == (
         "folder", (24, 32), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    video = VideoDataModule(image_size=[16], short_side=24, synthetic_size=25, demo_label="direction",
-                            crop="resized", backend="pyav", source="synthetic")
+    video = VideoDataModule(image_size=[16], short_side=24, demo_label="direction", crop="resized", backend="pyav")
     assert (video.source, video.backend, video.image_size, video.short_side) == ("demo", "pyav", (16, 16), (24, 24))
-    assert video.demo_videos_per_class == 6 and video.crop.kind == "resized" and video.cfg.demo_videos_per_class == 40
+    assert video.crop.kind == "resized" and video.cfg.demo_videos_per_class == 40
     with pytest.raises(dataclasses.FrozenInstanceError):
         video.cfg.batch_size = 8  # type: ignore[misc]

@@ -257,5 +257,5 @@ def test_denormalize_inverts_normalisation() -> None:
     dm = ImageDataModule(source="synthetic", synthetic_size=16, channels=3, image_size=[8, 12], batch_size=4)
     batch = next(iter(dm.eval_dataloaders()[0]))
     pixels = dm.denormalize(batch["image"])  # (B, 3, 8, 12)
-    raw = dm.train_set.images.load(dm.train_set.indices[0]).float() / 255  # (3, 8, 12)
+    raw = dm.train_set.images[dm.train_set.indices[0]].float() / 255  # (3, 8, 12)
     assert torch.allclose(pixels[0], raw, atol=1e-5)

@@ -9,15 +9,9 @@ import pytest
 import torch
 
 from datamodules.errors import LoadError
-from datamodules.pointcloud.datamodule import (
-    SHAPES,
-    PointCloudDataModule,
-    clean_points,
-    normalize_unit_sphere,
-    read_points,
-    resample,
-    synthetic_clouds,
-)
+from datamodules.pointcloud.datamodule import PointCloudDataModule
+from datamodules.pointcloud.io import clean_points, normalize_unit_sphere, read_points, resample
+from datamodules.pointcloud.shapes import SHAPES, synthetic_clouds
 from mae.core.encoder import Encoder
 from mae.core.masking import BlockMasker, RandomMasker
 from mae.core.pos_embed import MLPPosEmbed
@@ -229,7 +223,7 @@ def test_shapes_source_train_batches_are_seeded_and_augmented():
 def test_mesh_cache_is_used_and_invalidated_when_the_file_changes(tmp_path, monkeypatch):
     import trimesh
 
-    import datamodules.pointcloud.datamodule as pc
+    import datamodules.pointcloud.io as pc
 
     root, cache = tmp_path / "data", tmp_path / "cache"
     for cls, mesh in (("box", trimesh.creation.box()), ("ball", trimesh.creation.icosphere(subdivisions=2))):

@@ -8,13 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.timeseries.datamodule import (
-    TimeSeriesDataModule,
-    bundled_ucr_names,
-    fit_length,
-    forecast_borders,
-    read_ts,
-)
+from datamodules.timeseries.datamodule import TimeSeriesDataModule
+from datamodules.timeseries.forecast import forecast_borders
+from datamodules.timeseries.ucr import bundled_ucr_names, fit_length, read_ts
 from mae.core.encoder import Encoder
 from mae.core.masking import BlockMasker, RandomMasker, num_masked
 from mae.core.pos_embed import SinCosPosEmbed

@@ -81,6 +81,14 @@ def test_the_toy_modality_composes_from_its_own_folder(toy):
     assert instantiate(chosen.module).decoder.head.out_features == 2
 
 
+def test_the_toy_datamodule_checks_its_options(toy):
+    assert instantiate(toy().data).cfg.num_columns == 32
+    with pytest.raises(Exception, match=r"data\.batch_size must be >= 1, got 0"):
+        instantiate(toy("data.batch_size=0").data)
+    with pytest.raises(Exception, match=r"data\.colums is not an option of CsvRowsDataModule; options: path, "):
+        instantiate(toy("+data.colums=3").data)
+
+
 def test_the_toy_modality_refuses_a_mask_it_cannot_take(toy):
     with pytest.raises(Exception, match="mask=tube needs tokens on a"):
         instantiate(toy("mask=tube").module)

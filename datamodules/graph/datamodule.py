@@ -29,7 +29,9 @@ Graph level: train/val split of the graphs; evaluation on pooled graph embedding
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -38,11 +40,11 @@ from torch.utils.data import DataLoader, Dataset
 from torch_geometric.data import Data
 
 from datamodules.base import SplitDataModule
-from datamodules.checks import check_float, check_int, check_optional_str
-from datamodules.errors import SkipCounter, check_on_error
+from datamodules.checks import OnError, build_config, check_fields, check_val_fraction
+from datamodules.errors import SkipCounter
 from datamodules.graph.ops import (
     CSR,
-    PE_KINDS,
+    PeKind,
     bfs_subgraph,
     clean_graph,
     collate_graphs,
@@ -55,7 +57,9 @@ from datamodules.indexing import split_indices
 from datamodules.sampling import SampleKey, SeededSampler, seeded, split_key
 from mae.core.seeding import mix_seed
 
-SOURCES = ("sbm", "karate", "motifs", "pyg", "smiles")
+GraphSourceName = Literal["sbm", "karate", "motifs", "pyg", "smiles"]
+SbmFeatures = Literal["topics", "gaussian"]  # data.sbm_features
+SOURCES = get_args(GraphSourceName)
 PLANETOID = ("cora", "citeseer", "pubmed")
 
 
@@ -123,115 +127,105 @@ class NodeItems(Dataset):
                 "node_label": self.node_label[nodes], "center": 0}
 
 
+# ---------------------------------------------------------------------------------------------- config
+@dataclass(kw_only=True, frozen=True)
+class GraphDataConfig:
+    """The `data` options of GraphDataModule (conf/modality/graph.yaml), checked when built: an error names the
+    key (`data.<field>`), what it got and what to write. Paths are stored as str."""
+
+    source: GraphSourceName | None = None  # null: "pyg" if name is set, "smiles" if root is set, else "sbm"
+    name: str | None = None  # source=pyg: a torch-geometric dataset (Cora, CiteSeer, PubMed, KarateClub, IMDB-BINARY...)
+    root: str | None = None  # source=smiles: a CSV file with a SMILES column
+    dir: str | None = None  # noqa: A003 - where datasets are downloaded / generated (null: $TMPDIR/mae_graph_data)
+    num_features: int = 256  # node-feature width of the data (featureless graphs: the one-hot degree width), >= 1
+    pe: PeKind = "laplacian"  # positional encodings: laplacian | random_walk | none
+    pe_dim: int = 8  # positional-encoding width, >= 1
+    batch_size: int = 32  # graphs (graph level) or subgraphs (node level with subgraph_nodes) per batch, >= 1
+    subgraph_nodes: int | None = None  # node level: null = full batch; K >= 2 = BFS subgraphs of <= K nodes
+    subgraph_hops: int = 2  # node level, subgraph_nodes set: BFS hops, >= 1
+    probe_per_class: int | None = None  # node level without a public split: probe-train nodes per class (null: val_fraction)
+    steps_per_epoch: int = 1  # node level, full batch: optimiser steps (= passes over the graph) per epoch, >= 1
+    num_workers: int = 0  # DataLoader worker processes
+    val_fraction: float = 0.2  # graph level: share of graphs held out; node level: of the labelled nodes; in [0, 1)
+    seed: int = 0  # the split, the generated graphs and the augmentation draws
+    on_error: OnError = "skip"  # an invalid SMILES / empty graph: "skip" (warn + count in `skips`) or "raise"
+    smiles_column: str = "smiles"  # source=smiles: the CSV column of SMILES strings
+    label_column: str | None = "label"  # source=smiles: the CSV column of labels (null or absent: unlabeled)
+    synthetic_size: int = 1000  # sbm: nodes; motifs: graphs; >= 2
+    sbm_blocks: int = 5  # sbm: communities (= classes), >= 2
+    sbm_p_in: float = 0.02  # sbm: edge probability inside a community, in [0, 1]
+    sbm_p_out: float = 0.002  # sbm: edge probability between communities, in [0, 1]
+    sbm_features: SbmFeatures = "topics"  # sbm: topics (Cora-like bag of words) or gaussian (make_classification)
+    sbm_words: int = 12  # sbm, topics: words drawn per node, >= 1
+    sbm_topic_weight: float = 0.2  # sbm, topics: probability a word comes from the node's class block, in [0, 1]
+    sbm_informative: int = 8  # sbm, gaussian: informative features, >= 1
+    sbm_class_sep: float = 0.5  # sbm, gaussian: class separation of make_classification
+    pin_memory: bool = False  # DataLoader pin_memory
+
+    def __post_init__(self) -> None:
+        check_fields(self, minimum={"num_features": 1, "pe_dim": 1, "batch_size": 1, "subgraph_nodes": 2,
+                                    "subgraph_hops": 1, "probe_per_class": 1, "steps_per_epoch": 1, "num_workers": 0,
+                                    "synthetic_size": 2, "sbm_blocks": 2, "sbm_words": 1, "sbm_informative": 1})
+        if self.resolved_source == "pyg" and self.name is None:
+            raise ValueError("data.source=pyg needs data.name (e.g. Cora, PubMed, IMDB-BINARY)")
+        if self.resolved_source == "smiles" and self.root is None:
+            raise ValueError("data.source=smiles needs data.root = a CSV file with a SMILES column")
+        check_val_fraction(self.val_fraction)
+        for key in ("sbm_p_in", "sbm_p_out", "sbm_topic_weight"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"data.{key} is a probability: it must be in [0, 1], got {getattr(self, key)}")
+
+    @property
+    def resolved_source(self) -> str:
+        """source, null resolved: "pyg" if name is set, "smiles" if root is set, else "sbm"."""
+        if self.source is not None:
+            return self.source
+        return "pyg" if self.name is not None else "smiles" if self.root is not None else "sbm"
+
+
 # ----------------------------------------------------------------------------------------- datamodule
 class GraphDataModule(SplitDataModule):
-    """Graph data for GraphMAE pre-training and frozen-feature evaluation (see the module docstring)."""
+    """Graph data for GraphMAE pre-training and frozen-feature evaluation (see the module docstring); the options
+    are GraphDataConfig's fields."""
 
     unit = "graphs"
 
-    def __init__(
-        self,
-        *,
-        source: str | None = None,
-        name: str | None = None,
-        root: str | None = None,
-        dir: str | None = None,  # noqa: A002 (config key `data.dir`)
-        num_features: int = 256,
-        pe: str = "laplacian",
-        pe_dim: int = 8,
-        batch_size: int = 32,
-        subgraph_nodes: int | None = None,
-        subgraph_hops: int = 2,
-        steps_per_epoch: int = 1,
-        probe_per_class: int | None = None,
-        num_workers: int = 0,
-        val_fraction: float = 0.2,
-        seed: int = 0,
-        on_error: str = "skip",
-        smiles_column: str = "smiles",
-        label_column: str | None = "label",
-        synthetic_size: int = 1000,
-        sbm_blocks: int = 5,
-        sbm_p_in: float = 0.02,
-        sbm_p_out: float = 0.002,
-        sbm_informative: int = 8,
-        sbm_class_sep: float = 0.5,
-        sbm_features: str = "topics",
-        sbm_words: int = 12,
-        sbm_topic_weight: float = 0.2,
-        pin_memory: bool = False,
-        image_size: object = None,  # ignored: debug=fast sets it for images
-    ) -> None:
+    def __init__(self, **options: object) -> None:
         super().__init__()
-        self.name = check_optional_str("data.name", name)
-        self.root = check_optional_str("data.root", root)
-        if source == "synthetic":
-            source = "sbm"
-        if source is None:
-            source = "pyg" if self.name is not None else "smiles" if self.root is not None else "sbm"
-        if source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES} or null, got {source!r}")
-        if source == "pyg" and self.name is None:
-            raise ValueError("data.source=pyg needs data.name (e.g. Cora, PubMed, IMDB-BINARY)")
-        if source == "smiles" and self.root is None:
-            raise ValueError("data.source=smiles needs data.root = a CSV file with a SMILES column")
-        self.source = source
-        self.dir = check_optional_str("data.dir", dir)
-        self.num_features = check_int("data.num_features", num_features, minimum=1)
-        if pe not in PE_KINDS:
-            raise ValueError(f"data.pe must be one of {PE_KINDS}, got {pe!r}")
-        self.pe, self.pe_dim = pe, check_int("data.pe_dim", pe_dim, minimum=1)
-        self.batch_size = check_int("data.batch_size", batch_size, minimum=1)
-        self.subgraph_nodes = (None if subgraph_nodes is None
-                               else check_int("data.subgraph_nodes", subgraph_nodes, minimum=2))
-        self.subgraph_hops = check_int("data.subgraph_hops", subgraph_hops, minimum=1)
-        self.steps_per_epoch = check_int("data.steps_per_epoch", steps_per_epoch, minimum=1)
-        self.probe_per_class = (None if probe_per_class is None
-                                else check_int("data.probe_per_class", probe_per_class, minimum=1))
-        self.num_workers = check_int("data.num_workers", num_workers, minimum=0)
-        self.val_fraction = check_float("data.val_fraction", val_fraction)
-        self.seed = check_int("data.seed", seed)
-        self.on_error = check_on_error(on_error)
-        self.smiles_column, self.label_column = smiles_column, label_column
-        self.synthetic_size = check_int("data.synthetic_size", synthetic_size, minimum=2)
-        self.sbm = {"blocks": check_int("data.sbm_blocks", sbm_blocks, minimum=2),
-                    "p_in": check_float("data.sbm_p_in", sbm_p_in), "p_out": check_float("data.sbm_p_out", sbm_p_out),
-                    "informative": check_int("data.sbm_informative", sbm_informative, minimum=1),
-                    "class_sep": check_float("data.sbm_class_sep", sbm_class_sep), "features": sbm_features,
-                    "words": check_int("data.sbm_words", sbm_words, minimum=1),
-                    "topic_weight": check_float("data.sbm_topic_weight", sbm_topic_weight)}
-        if sbm_features not in ("topics", "gaussian"):
-            raise ValueError(f"data.sbm_features must be 'topics' or 'gaussian', got {sbm_features!r}")
-        self.pin_memory = bool(pin_memory)
+        self.cfg = cfg = build_config(GraphDataConfig, options, owner="GraphDataModule")
+        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
+                                                                        cfg.pin_memory, cfg.seed)
+        self.source, self.subgraph_nodes = cfg.resolved_source, cfg.subgraph_nodes
         self.skips = SkipCounter()
         self.stats: dict[str, int] = {}
         self._ready = False
 
     # ---- loading ---------------------------------------------------------------------------------
     def _cache_dir(self, what: str) -> Path:
-        base = Path(self.dir).expanduser() if self.dir else Path(tempfile.gettempdir()) / "mae_graph_data"
+        base = Path(self.cfg.dir).expanduser() if self.cfg.dir else Path(tempfile.gettempdir()) / "mae_graph_data"
         return base / what
 
     def _raw_graphs(self) -> tuple[list[Data], list[str], str]:
         """(graphs, class names, level) before cleaning."""
+        cfg = self.cfg
         if self.source == "sbm":
-            return [self._sbm()], [str(c) for c in range(self.sbm["blocks"])], "node"
-        if self.source == "karate" or (self.name or "").lower() in ("karate", "karateclub"):
+            return [self._sbm()], [str(c) for c in range(cfg.sbm_blocks)], "node"
+        if self.source == "karate" or (cfg.name or "").lower() in ("karate", "karateclub"):
             from torch_geometric.datasets import KarateClub
 
             return [KarateClub()[0]], [str(c) for c in range(4)], "node"
         if self.source == "motifs":
-            return motif_dataset(self.synthetic_size, seed=self.seed), list(MOTIFS), "graph"
+            return motif_dataset(cfg.synthetic_size, seed=self.seed), list(MOTIFS), "graph"
         if self.source == "smiles":
-            graphs, classes = read_smiles_csv(self.root, smiles_column=self.smiles_column,
-                                              label_column=self.label_column, on_error=self.on_error, skips=self.skips)
+            graphs, classes = read_smiles_csv(cfg.root, smiles_column=cfg.smiles_column,
+                                              label_column=cfg.label_column, on_error=cfg.on_error, skips=self.skips)
             return graphs, classes, "graph"
         from torch_geometric.datasets import Planetoid, TUDataset
 
-        if self.name.lower() in PLANETOID:
-            ds = Planetoid(str(self._cache_dir("planetoid")), self.name)
+        if cfg.name.lower() in PLANETOID:
+            ds = Planetoid(str(self._cache_dir("planetoid")), cfg.name)
             return [ds[0]], [str(c) for c in range(ds.num_classes)], "node"
-        ds = TUDataset(str(self._cache_dir("tu")), self.name)
+        ds = TUDataset(str(self._cache_dir("tu")), cfg.name)
         return [ds[i] for i in range(len(ds))], [str(c) for c in range(ds.num_classes)], "graph"
 
     def _sbm(self) -> Data:
@@ -242,18 +236,18 @@ class GraphDataModule(SplitDataModule):
         from sklearn.datasets import make_classification
         from torch_geometric.utils import stochastic_blockmodel_graph
 
-        s, c = self.sbm, self.sbm["blocks"]
-        sizes = [self.synthetic_size // c + (i < self.synthetic_size % c) for i in range(c)]
-        probs = [[s["p_in"] if i == j else s["p_out"] for j in range(c)] for i in range(c)]
+        s, c = self.cfg, self.cfg.sbm_blocks
+        sizes = [s.synthetic_size // c + (i < s.synthetic_size % c) for i in range(c)]
+        probs = [[s.sbm_p_in if i == j else s.sbm_p_out for j in range(c)] for i in range(c)]
         n = sum(sizes)
-        if s["features"] == "topics":
-            x, sizes = topic_features(sizes, self.num_features, words=s["words"], topic_weight=s["topic_weight"],
+        if s.sbm_features == "topics":
+            x, sizes = topic_features(sizes, s.num_features, words=s.sbm_words, topic_weight=s.sbm_topic_weight,
                                       seed=self.seed)
         else:
-            x, y = make_classification(n_samples=n, n_features=self.num_features, n_classes=c,
+            x, y = make_classification(n_samples=n, n_features=s.num_features, n_classes=c,
                                        weights=[z / n for z in sizes],
-                                       n_informative=min(s["informative"], self.num_features),
-                                       n_redundant=0, class_sep=s["class_sep"], random_state=self.seed)
+                                       n_informative=min(s.sbm_informative, s.num_features),
+                                       n_redundant=0, class_sep=s.sbm_class_sep, random_state=self.seed)
             sizes = np.bincount(y, minlength=c).tolist()  # sklearn's exact class counts = the community sizes
             x = torch.from_numpy(x[y.argsort(kind="stable")]).float()  # (n, F) rows of class k = community k
         with torch.random.fork_rng(devices=[]):
@@ -264,24 +258,25 @@ class GraphDataModule(SplitDataModule):
     def _prepare(self) -> None:
         if self._ready:
             return
+        cfg = self.cfg
         raw, self._classes, self.level = self._raw_graphs()
         graphs = []
         for i, g in enumerate(raw):
-            what = f"graph #{i} of data.source={self.source}" + (f" ({self.name})" if self.name else "")
+            what = f"graph #{i} of data.source={self.source}" + (f" ({cfg.name})" if cfg.name else "")
             try:
-                graphs.append(clean_graph(g, num_features=self.num_features, what=what, stats=self.stats))
+                graphs.append(clean_graph(g, num_features=cfg.num_features, what=what, stats=self.stats))
             except ValueError as err:
-                if self.on_error == "raise" or "data.num_features" in str(err):
+                if cfg.on_error == "raise" or "data.num_features" in str(err):
                     raise
                 self.skips.skip(what, str(err))
         if not graphs:
             raise RuntimeError(f"no usable graph in data.source={self.source}")
         self.stats["skipped"] = self.skips.count
         self.graphs = graphs
-        self.pes = [positional_encoding(self.pe, g.edge_index, g.num_nodes, self.pe_dim) for g in graphs]
-        flip = self.pe == "laplacian"
+        self.pes = [positional_encoding(cfg.pe, g.edge_index, g.num_nodes, cfg.pe_dim) for g in graphs]
+        flip = cfg.pe == "laplacian"
         if self.level == "graph":
-            train_idx, val_idx = split_indices(len(graphs), val_fraction=self.val_fraction, seed=self.seed)
+            train_idx, val_idx = split_indices(len(graphs), val_fraction=cfg.val_fraction, seed=self.seed)
             self.train_set = GraphItems(graphs, self.pes, train_idx, flip=flip)
             self.train_eval_set = GraphItems(graphs, self.pes, train_idx, flip=False)
             self.val_set = GraphItems(graphs, self.pes, val_idx, flip=False)
@@ -290,9 +285,9 @@ class GraphDataModule(SplitDataModule):
         self._ready = True
 
     def _prepare_nodes(self, graph: Data, pe: Tensor, flip: bool) -> None:
-        n, k = graph.num_nodes, self.subgraph_nodes
-        length = self.steps_per_epoch if k is None else num_subgraphs(n, k)
-        common = {"subgraph_nodes": k, "hops": self.subgraph_hops, "seed": self.seed}
+        cfg, n, k = self.cfg, graph.num_nodes, self.subgraph_nodes
+        length = cfg.steps_per_epoch if k is None else num_subgraphs(n, k)
+        common = {"subgraph_nodes": k, "hops": cfg.subgraph_hops, "seed": self.seed}
         self.train_set = NodeItems(graph, pe, length=length, flip=flip, **common)
         val_len = 1 if k is None else min(length, 8)
         self.val_set = NodeItems(graph, pe, length=val_len, flip=False, **common)
@@ -306,11 +301,11 @@ class GraphDataModule(SplitDataModule):
         elif labelled.numel() < 2:
             self.probe_train = self.probe_eval = torch.arange(n)
             self.probe_split = "no labels: RankMe only"
-        elif self.probe_per_class is None or not self._per_class_split(y, labelled):
-            fraction = max(self.val_fraction, 1 / labelled.numel())
+        elif cfg.probe_per_class is None or not self._per_class_split(y, labelled):
+            fraction = max(cfg.val_fraction, 1 / labelled.numel())
             tr, ev = split_indices(labelled.numel(), val_fraction=fraction, seed=self.seed)
             self.probe_train, self.probe_eval = labelled[tr], labelled[ev]
-            self.probe_split = f"random {1 - self.val_fraction:.0%} / {self.val_fraction:.0%} of the labelled nodes"
+            self.probe_split = f"random {1 - cfg.val_fraction:.0%} / {cfg.val_fraction:.0%} of the labelled nodes"
         self.node_labels = y
 
     def _per_class_split(self, y: Tensor, labelled: Tensor) -> bool:
@@ -322,11 +317,11 @@ class GraphDataModule(SplitDataModule):
         for c in y[order].unique().tolist():
             members = order[y[order] == c]
             rank[members] = torch.arange(members.numel())
-        is_train = rank[order] < self.probe_per_class
+        is_train = rank[order] < self.cfg.probe_per_class
         if bool(is_train.all()):
             return False
         self.probe_train, self.probe_eval = order[is_train].sort().values, order[~is_train].sort().values
-        self.probe_split = f"{self.probe_per_class} labelled nodes per class -> the other labelled nodes"
+        self.probe_split = f"{self.cfg.probe_per_class} labelled nodes per class -> the other labelled nodes"
         return True
 
     # ---- loaders -----------------------------------------------------------------------------------
@@ -358,6 +353,6 @@ class GraphDataModule(SplitDataModule):
         if self.subgraph_nodes is None:
             return [collate_graphs([self.val_set[0]])]
         items = NodeItems(self.graphs[0], self.pes[0], length=len(nodes), subgraph_nodes=self.subgraph_nodes,
-                          hops=self.subgraph_hops, flip=False, centers=nodes, seed=self.seed)
+                          hops=self.cfg.subgraph_hops, flip=False, centers=nodes, seed=self.seed)
         return [collate_graphs([items[i] for i in range(s, min(s + self.batch_size, len(nodes)))])
                 for s in range(0, len(nodes), self.batch_size)]

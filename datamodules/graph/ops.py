@@ -10,6 +10,7 @@ edges come from `torch_geometric.utils.subgraph`.
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,8 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import AddLaplacianEigenvectorPE, AddRandomWalkPE
 from torch_geometric.utils import coalesce, degree, remove_self_loops, subgraph, to_undirected
 
-PE_KINDS = ("laplacian", "random_walk", "none")
+PeKind = Literal["laplacian", "random_walk", "none"]  # data.pe
+PE_KINDS = get_args(PeKind)
 
 
 # --------------------------------------------------------------------------------------------- cleaning

@@ -8,18 +8,20 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, get_args
+from typing import Literal, get_args
 
 import torch
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from datamodules.base import SplitDataModule
-from datamodules.checks import OnError, build_config, check_fields
+from datamodules.checks import OnError, build_config, check_fields, check_val_fraction
 from datamodules.errors import FileSubset, LoadError, SkipCounter, verify_files
 from datamodules.indexing import index_class_folder, read_list_csv, split_indices
+from datamodules.sampling import SampleKey, seeded
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 ImageSourceName = Literal["mnist", "folder", "synthetic"]
@@ -29,24 +31,6 @@ DEFAULT_STATS = {1: ([0.1307], [0.3081]), 3: ([0.485, 0.456, 0.406], [0.229, 0.2
 
 
 # ------------------------------------------------------------------------------------------- sources
-class ImageSource(Protocol):
-    def __len__(self) -> int: ...
-    def load(self, index: int) -> Tensor: ...  # (C, h, w) uint8
-
-
-class TensorImages:
-    """Images already in memory: (N, C, h, w) uint8."""
-
-    def __init__(self, images: Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def load(self, index: int) -> Tensor:
-        return self.images[index]  # (C, h, w)
-
-
 class FileImages:
     """Image files decoded with PIL to `mode` ("L" or "RGB"); a failure raises LoadError naming the file."""
 
@@ -150,26 +134,35 @@ def eval_transform(*, size: tuple[int, int], mean: list[float], std: list[float]
     return v2.Compose([ResizeCenterCrop(size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
-# ------------------------------------------------------------------------------------------- dataset
-class ImageDataset(FileSubset):
-    """The `indices` subset of `images`, transformed; keys are indices or (sample_seed, index) (see `seeded`).
+# ------------------------------------------------------------------------------------------ datasets
+class TensorImageDataset(Dataset):
+    """The `indices` subset of images already in memory ((N, C, h, w) uint8: MNIST, the synthetic shapes),
+    transformed; keys are indices or (sample_seed, index) (see `seeded`). Nothing here can fail to load."""
 
-    A file that fails to decode raises LoadError (on_error="raise") or is skipped with a warning and
-    replaced by the next sample of the subset (on_error="skip").
-    """
+    def __init__(self, *, images: Tensor, labels: Sequence[int], indices: Sequence[int],
+                 transform: Callable[[Tensor], Tensor]) -> None:
+        self.images, self.labels, self.indices, self.transform = images, list(labels), list(indices), transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Tensor | int]:
+        return seeded(key, self._get)
+
+    def _get(self, position: int) -> dict[str, Tensor | int]:
+        index = self.indices[position]
+        return {"image": self.transform(self.images[index]), "label": self.labels[index]}  # (C, H, W), int
+
+
+class FileImageDataset(FileSubset):
+    """The `indices` subset of image files, transformed; keys as TensorImageDataset's. A file that fails to
+    decode raises LoadError (on_error="raise") or is skipped with a warning and replaced by the next sample of
+    the subset (on_error="skip")."""
 
     what = "images"
 
-    def __init__(
-        self,
-        *,
-        images: ImageSource,
-        labels: Sequence[int],
-        indices: Sequence[int],
-        transform: Callable[[Tensor], Tensor],
-        on_error: str,
-        skips: SkipCounter,
-    ) -> None:
+    def __init__(self, *, images: FileImages, labels: Sequence[int], indices: Sequence[int],
+                 transform: Callable[[Tensor], Tensor], on_error: str, skips: SkipCounter) -> None:
         super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
         self.images, self.transform = images, transform
 
@@ -219,8 +212,7 @@ class ImageDataConfig:
                 raise ValueError(f"data.{key} must hold {self.channels} number(s), got {len(value)}: {[*value]}")
         if min(self.mean_std[1]) <= 0:
             raise ValueError(f"data.std must be positive, got {self.mean_std[1]}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        check_val_fraction(self.val_fraction)
         if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
             raise ValueError(f"data.crop_scale must satisfy 0 < min <= max <= 1, got {[*self.crop_scale]}")
 
@@ -263,15 +255,16 @@ class ImageDataModule(SplitDataModule):
         self._ready = False
 
     # -------------------------------------------------------------------------------------- indexing
-    def _load_source(self) -> tuple[ImageSource, list[int], list[str]]:
+    def _load_source(self) -> tuple[Tensor | FileImages, list[int], list[str]]:
+        """(images in memory (N, C, h, w) uint8 or the verified files, labels, class names)."""
         if self.source == "mnist":
             images, labels = mnist_tensors()  # (N, 1, 28, 28)
             images = images.expand(-1, self.cfg.channels, -1, -1)  # (N, C, 28, 28), grey repeated for RGB
-            return TensorImages(images), labels.tolist(), [str(i) for i in range(10)]
+            return images, labels.tolist(), [str(i) for i in range(10)]
         if self.source == "synthetic":
             images, labels = synthetic_images(self.cfg.synthetic_size, size=self.image_size,
                                               channels=self.cfg.channels, seed=self.seed)
-            return TensorImages(images), labels.tolist(), ["square", "disk", "bar", "cross"]
+            return images, labels.tolist(), ["square", "disk", "bar", "cross"]
         if self.cfg.root is not None:
             paths, labels, classes = index_class_folder(self.cfg.root, IMAGE_EXTS)
             what = repr(self.cfg.root)
@@ -292,9 +285,11 @@ class ImageDataModule(SplitDataModule):
                               mean=self.mean, std=self.std)
         plain = eval_transform(size=self.image_size, mean=self.mean, std=self.std)
 
-        def subset(indices: list[int], transform: Callable[[Tensor], Tensor]) -> ImageDataset:
-            return ImageDataset(images=images, labels=labels, indices=indices, transform=transform,
-                                on_error=self.cfg.on_error, skips=self.skips)
+        def subset(indices: list[int], transform: Callable[[Tensor], Tensor]) -> Dataset:
+            if isinstance(images, Tensor):
+                return TensorImageDataset(images=images, labels=labels, indices=indices, transform=transform)
+            return FileImageDataset(images=images, labels=labels, indices=indices, transform=transform,
+                                    on_error=self.cfg.on_error, skips=self.skips)
 
         self.train_set = subset(train_idx, aug)
         self.train_eval_set = subset(train_idx, plain)

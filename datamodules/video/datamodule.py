@@ -26,22 +26,21 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import SplitDataModule
-from datamodules.checks import OnError, build_config, check_fields
+from datamodules.checks import OnError, build_config, check_fields, check_val_fraction
 from datamodules.errors import FileSubset, SkipCounter, verify_files
 from datamodules.indexing import UNLABELED, index_class_folder, resolve_source, split_indices
 from datamodules.sampling import SeededSampler
 from datamodules.video.crop import TrainCrop
 from datamodules.video.decode import ClipReader, check_video, default_backend
-from datamodules.video.demo import DIRECTIONS, write_demo
+from datamodules.video.demo import write_demo
 
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
 Backend = Literal["decord", "pyav"]
 ShortVideo = Literal["loop", "pad", "skip"]
 CropName = Literal["short_side", "multiscale", "resized"]  # datamodules.video.crop.CROPS
 DemoLabel = Literal["digit", "direction"]
-VideoSourceName = Literal["demo", "folder", "synthetic"]  # "synthetic": debug=fast's name for "demo"
-BACKENDS, SHORT_POLICIES = get_args(Backend), get_args(ShortVideo)
-SOURCES = ("demo", "folder")
+VideoSourceName = Literal["demo", "folder"]
+BACKENDS, SHORT_POLICIES, SOURCES = get_args(Backend), get_args(ShortVideo), get_args(VideoSourceName)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -111,7 +110,7 @@ class VideoDataConfig:
     """The `data` options of VideoDataModule (conf/modality/video.yaml), checked when built: an error names the
     key (`data.<field>`), what it got and what to write. Lists are stored as tuples, paths as str."""
 
-    source: VideoSourceName | None = None  # null: "folder" when root or list is set, else "demo" ("synthetic" = demo)
+    source: VideoSourceName | None = None  # null: "folder" when root or list is set, else "demo"
     root: str | None = None  # source=folder: one subfolder of mp4/webm/avi/mkv/mov files per class, or a flat folder
     list: str | None = None  # noqa: A003 - source=folder: a Kinetics/SSv2 list of `path label` rows (key `data.list`)
     video_dir: str | None = None  # the folder the list's relative paths start from (null: the list's folder)
@@ -141,13 +140,13 @@ class VideoDataConfig:
     demo_size: int = 40  # source=demo: frame side in pixels, >= 8
     demo_label: DemoLabel = "digit"  # source=demo: digit (10 classes) or direction (4 directions of motion)
     demo_digit_size: int | None = None  # source=demo: digit side in pixels, <= demo_size; null: demo_size / 2
-    synthetic_size: int | None = None  # debug=fast's name: total demo videos (overrides demo_videos_per_class)
     pin_memory: bool = False  # DataLoader pin_memory
 
     def __post_init__(self) -> None:
         check_fields(self, minimum={"num_frames": 1, "sampling_rate": 1, "repeat": 1, "batch_size": 1,
-                                    "num_workers": 0, "demo_videos_per_class": 2, "synthetic_size": 1,
-                                    "demo_frames": 1, "demo_size": 8, "demo_digit_size": 1})
+                                    "num_workers": 0, "demo_videos_per_class": 2, "demo_frames": 1,
+                                    "demo_size": 8, "demo_digit_size": 1})
+        check_val_fraction(self.val_fraction)
         self.resolved_source  # resolve_source checks data.source / data.root / data.list
         if self.backend == "decord" and default_backend() != "decord":
             raise ValueError("data.backend=decord but decord is not installed here (wheels exist for x86-64 "
@@ -176,7 +175,7 @@ class VideoDataConfig:
 
     @property
     def resolved_source(self) -> str:
-        """"demo" or "folder" (`resolve_source`: null picks folder when root or list is set; "synthetic" = demo)."""
+        """"demo" or "folder" (`resolve_source`: null picks folder when root or list is set)."""
         return resolve_source(self.source, root=self.root, list_file=self.list, generated="demo", sources=SOURCES)
 
     @property
@@ -205,13 +204,6 @@ class VideoDataConfig:
     def train_crop(self) -> TrainCrop:
         return TrainCrop(kind=self.crop, scales=self.crop_scales, area=self.crop_area, aspect=self.crop_aspect)
 
-    @property
-    def videos_per_class(self) -> int:
-        """demo_videos_per_class, or synthetic_size spread over the demo's classes (at least 2 each)."""
-        if self.synthetic_size is None:
-            return self.demo_videos_per_class
-        return max(2, self.synthetic_size // (10 if self.demo_label == "digit" else len(DIRECTIONS)))
-
 
 # ---------------------------------------------------------------------------------------- datamodule
 class VideoDataModule(SplitDataModule):
@@ -220,8 +212,6 @@ class VideoDataModule(SplitDataModule):
 
     source: "folder" (`root` with one subfolder per class of mp4/webm/avi/mkv/mov files, or a flat unlabeled
     folder; or a `list` file) or "demo" (generated moving-MNIST mp4s under `demo_dir`, default a temp folder).
-    As debug=fast (written for images) sets them: source "synthetic" = "demo" and `synthetic_size` = the total
-    number of demo videos.
     """
 
     unit = "videos"
@@ -233,7 +223,6 @@ class VideoDataModule(SplitDataModule):
                                                                         cfg.pin_memory, cfg.seed)
         self.source, self.backend, self.crop = cfg.resolved_source, cfg.resolved_backend, cfg.train_crop
         self.image_size, self.short_side = cfg.image_hw, cfg.short_side_range
-        self.demo_videos_per_class = cfg.videos_per_class
         self.skips = SkipCounter()
         self._ready = False
 
@@ -247,10 +236,10 @@ class VideoDataModule(SplitDataModule):
         cfg = self.cfg
         if self.source == "demo":
             digit = cfg.demo_size // 2 if cfg.demo_digit_size is None else cfg.demo_digit_size
-            key = (f"{cfg.demo_label}_v{self.demo_videos_per_class}_f{cfg.demo_frames}_s{cfg.demo_size}"
+            key = (f"{cfg.demo_label}_v{cfg.demo_videos_per_class}_f{cfg.demo_frames}_s{cfg.demo_size}"
                    f"_d{digit}{'_bounce' if cfg.demo_label == 'digit' else ''}_seed{self.seed}")
             folder = Path(cfg.demo_dir) if cfg.demo_dir else Path(tempfile.gettempdir()) / "mae_video_demo" / key
-            root = write_demo(folder, videos_per_class=self.demo_videos_per_class, frames=cfg.demo_frames,
+            root = write_demo(folder, videos_per_class=cfg.demo_videos_per_class, frames=cfg.demo_frames,
                               size=cfg.demo_size, label=cfg.demo_label, seed=self.seed,
                               digit_size=cfg.demo_digit_size)
             paths, labels, classes = index_class_folder(root, VIDEO_EXTS)

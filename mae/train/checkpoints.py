@@ -11,6 +11,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import OmegaConf
 
 from mae.core.module import MAEModule
+from mae.train.legacy import upgrade_module_config
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -87,13 +88,14 @@ def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_run_module(run_dir: Path, ckpt: Path | None = None) -> MAEModule:
-    """Rebuild a run's MAEModule from RUN_DIR/.hydra/config.yaml and load its checkpoint weights."""
+    """Rebuild a run's MAEModule from RUN_DIR/.hydra/config.yaml and load its checkpoint weights (a run written
+    before the layout change too: `mae.train.legacy`)."""
     cfg_path = run_dir / ".hydra" / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found: RUN_DIR must be a train.py run directory")
     cfg = OmegaConf.load(cfg_path)
     cfg.run_dir = str(run_dir)
-    module = instantiate(cfg.module)
+    module = instantiate(upgrade_module_config(cfg))
     ckpt = ckpt or run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} not found (pass --ckpt)")

@@ -1,0 +1,113 @@
+"""Audio features: decoding (soundfile), the header pre-scan, Kaldi log-mel filterbanks with an optional on-disk
+cache (`FbankFeatures`), and the crop / pad to a fixed number of frames."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+from torch import Tensor
+
+from datamodules.errors import LoadError
+
+FEATURE_VERSION = 1  # bump when the feature code changes: old cache entries are never reused
+
+
+def decode(path: str | Path) -> tuple[Tensor, int]:
+    """Any soundfile format -> ((C, S) float32 waveform, sample rate); LoadError naming the file otherwise."""
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
+    except Exception as err:  # libsndfile raises LibsndfileError / RuntimeError / TypeError on bad files
+        raise LoadError(path, f"{type(err).__name__}: {err}") from err
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise LoadError(path, "no audio samples (empty file)")
+    if not np.isfinite(data).all():
+        raise LoadError(path, "non-finite samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
+
+
+def check_audio(path: Path) -> None:
+    """Cheap pre-scan: the header parses and announces at least one frame."""
+    try:
+        info = sf.info(str(path))
+    except Exception as err:
+        raise LoadError(path, f"{type(err).__name__}: {err}") from err
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise LoadError(path, "no audio samples (empty file)")
+
+
+class FbankFeatures:
+    """waveform -> (frames, mel_bins) Kaldi-compatible log-mel filterbank (Audio-MAE / AST settings:
+    htk_compat, hanning window, no energy, no dither), with an optional on-disk cache.
+
+    The cache path is `cache_dir/<settings hash>/<sha256 of the file's bytes>.pt`: changing any setting
+    (or FEATURE_VERSION) changes the folder, so stale features are never reused; `computed` counts fbank
+    computations in this process (for tests and benchmarks)."""
+
+    def __init__(self, *, sample_rate: int, mel_bins: int, frame_length_ms: float, frame_shift_ms: float,
+                 cache_dir: str | None) -> None:
+        self.sample_rate, self.mel_bins = sample_rate, mel_bins
+        self.frame_length_ms, self.frame_shift_ms = frame_length_ms, frame_shift_ms
+        self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
+        self.computed = 0
+
+    @property
+    def settings(self) -> dict:
+        return {"sample_rate": self.sample_rate, "mel_bins": self.mel_bins, "frame_length_ms": self.frame_length_ms,
+                "frame_shift_ms": self.frame_shift_ms, "window": "hanning", "htk_compat": True, "dither": 0.0,
+                "version": FEATURE_VERSION}
+
+    def settings_key(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def from_waveform(self, wave: Tensor, sr: int) -> Tensor:
+        """(C, S) at sr -> (frames, mel_bins). Multi-channel is averaged, other rates resampled; a clip shorter
+        than one window is zero-padded to one window (one frame)."""
+        wave = wave.float().mean(dim=0, keepdim=True)  # (1, S) mono
+        if sr != self.sample_rate:
+            wave = torchaudio.functional.resample(wave, sr, self.sample_rate)
+        wave = wave - wave.mean()
+        window = int(self.sample_rate * self.frame_length_ms / 1000)
+        if wave.shape[1] < window:
+            wave = torch.nn.functional.pad(wave, (0, window - wave.shape[1]))
+        self.computed += 1
+        return torchaudio.compliance.kaldi.fbank(
+            wave, htk_compat=True, sample_frequency=self.sample_rate, use_energy=False, window_type="hanning",
+            num_mel_bins=self.mel_bins, dither=0.0, frame_length=self.frame_length_ms,
+            frame_shift=self.frame_shift_ms,
+        )  # (frames, mel_bins)
+
+    def __call__(self, path: str | Path) -> Tensor:
+        if self.cache_dir is None:
+            return self.from_waveform(*decode(path))
+        try:
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError as err:
+            raise LoadError(path, f"{type(err).__name__}: {err}") from err
+        file = self.cache_dir / self.settings_key() / f"{digest}.pt"
+        if file.is_file():
+            try:
+                return torch.load(file)
+            except Exception:  # a torn or foreign file: recompute and overwrite
+                pass
+        feats = self.from_waveform(*decode(path))
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        torch.save(feats.clone(), tmp)
+        os.replace(tmp, file)
+        return feats
+
+
+def crop_or_pad(feats: Tensor, frames: int, *, random: bool) -> Tensor:
+    """(T', F) -> (frames, F): a random (train) or centred crop, or zero padding at the end (after normalising,
+    0 is the dataset mean)."""
+    t = feats.shape[0]
+    if t > frames:
+        start = int(torch.randint(0, t - frames + 1, ())) if random else (t - frames) // 2
+        return feats[start : start + frames]
+    return torch.nn.functional.pad(feats, (0, 0, 0, frames - t))
