@@ -1,8 +1,10 @@
 """The base datamodule: (train, train-without-augmentation, val) splits, class metadata, the three kinds of loaders,
 and the core's `EvalData` interface (eval_tasks, has_labels, eval_dataloaders, denormalize) with its defaults.
-Subclasses set batch_size, num_workers, pin_memory and seed, and implement an idempotent `_prepare()` that sets
-train_set, train_eval_set, val_set and _classes."""
+Subclasses pass their checked options (`cfg`, a frozen `<M>DataConfig` with at least the LoaderOptions fields) to
+`__init__` and implement an idempotent `_prepare()` that sets train_set, train_eval_set, val_set and _classes."""
 from __future__ import annotations
+
+from typing import Protocol
 
 import lightning as L
 from torch import Tensor
@@ -11,13 +13,24 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.sampling import SeededSampler
 
 
-class SplitDataModule(L.LightningDataModule):
-    unit: str = "samples"  # what one sample is called in error messages ("images", "clips", "clouds")
-    eval_tasks: tuple[str, ...] = ("probe",)  # evaluation protocols this data serves (EvalProtocol.task)
+class LoaderOptions(Protocol):
+    """The options every datamodule config has: what the loaders and the seeded shuffle read."""
+
     batch_size: int
     num_workers: int
     pin_memory: bool
     seed: int
+
+
+class SplitDataModule(L.LightningDataModule):
+    unit: str = "samples"  # what one sample is called in error messages ("images", "clips", "clouds")
+    eval_tasks: tuple[str, ...] = ("probe",)  # evaluation protocols this data serves (EvalProtocol.task)
+
+    def __init__(self, cfg: LoaderOptions) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
+                                                                        cfg.pin_memory, cfg.seed)
 
     def _prepare(self) -> None:
         raise NotImplementedError

@@ -1,8 +1,8 @@
 """Typed checks of datamodule arguments: each error names the key, what it got and what to write.
 
-`check_fields` checks a config dataclass's fields against their annotations (the pattern of ImageDataConfig and
-VideoDataConfig); `build_config` builds one from keyword options, naming an unknown key. The check_* functions
-check one value each.
+`check_fields` checks a config dataclass's fields against their annotations (every datamodule's `<M>DataConfig`);
+`build_config` builds one from keyword options, naming an unknown key. check_bool / check_int / check_float /
+check_val_fraction check one value each.
 """
 from __future__ import annotations
 
@@ -35,26 +35,10 @@ def check_float(name: str, value: object) -> float:
     return float(value)
 
 
-def check_floats(name: str, value: object, *, length: int | None = None) -> list[float]:
-    """A list of numbers (a Hydra ListConfig is accepted) of the given length."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be a list of numbers, got {value!r} of type {type(value).__name__}")
-    out = [check_float(f"{name}[{i}]", v) for i, v in enumerate(value)]
-    if length is not None and len(out) != length:
-        raise ValueError(f"{name} must hold {length} number(s), got {len(out)}: {out}")
-    return out
-
-
 def check_val_fraction(value: float, name: str = "data.val_fraction") -> None:
     """The share held out for validation: in [0, 1) (0: no val split)."""
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
-
-
-def check_optional_str(name: str, value: object) -> str | None:
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a string or null, got {value!r} of type {type(value).__name__}")
-    return None if value is None else os.fspath(value)
 
 
 # ------------------------------------------------------------------------------ typed config dataclasses

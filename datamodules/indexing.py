@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from datamodules.checks import check_val_fraction
+
 UNLABELED = -1
 """Label of a sample that has none (flat folders, CSV lists without a label column)."""
 
@@ -134,8 +136,7 @@ def split_indices(n: int, *, val_fraction: float, seed: int) -> tuple[list[int],
     The val size is round(n * val_fraction); val_fraction 0 gives an empty val split. Raises ValueError when
     the train split, or a val split asked for with val_fraction > 0, would be empty.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    check_val_fraction(val_fraction, "val_fraction")
     n_val = int(n * val_fraction + 0.5)
     if val_fraction > 0 and n_val == 0:
         raise ValueError(f"val split would be empty: {n} samples x val_fraction {val_fraction} rounds to 0; "

@@ -176,12 +176,11 @@ class AudioDataModule(SplitDataModule):
     """
 
     unit = "clips"
+    cfg: AudioDataConfig
 
     def __init__(self, **options: object) -> None:
-        super().__init__()
-        self.cfg = cfg = build_config(AudioDataConfig, options, owner="AudioDataModule")
-        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
-                                                                        cfg.pin_memory, cfg.seed)
+        super().__init__(build_config(AudioDataConfig, options, owner="AudioDataModule"))
+        cfg = self.cfg
         self.source = cfg.resolved_source
         self.features = FbankFeatures(sample_rate=cfg.sample_rate, mel_bins=cfg.mel_bins,
                                       frame_length_ms=cfg.frame_length_ms, frame_shift_ms=cfg.frame_shift_ms,

@@ -55,6 +55,7 @@ class FbankFeatures:
         self.frame_length_ms, self.frame_shift_ms = frame_length_ms, frame_shift_ms
         self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
         self.computed = 0
+        self._digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of its bytes
 
     @property
     def settings(self) -> dict:
@@ -82,14 +83,22 @@ class FbankFeatures:
             frame_shift=self.frame_shift_ms,
         )  # (frames, mel_bins)
 
+    def digest(self, path: str | Path) -> str:
+        """sha256 of the file's bytes, hashed once per process while its size and mtime stay the same (a cache
+        hit then reads only the features, not the audio file too)."""
+        try:
+            stat = os.stat(path)
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            if key not in self._digests:
+                self._digests[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError as err:
+            raise LoadError(path, f"{type(err).__name__}: {err}") from err
+        return self._digests[key]
+
     def __call__(self, path: str | Path) -> Tensor:
         if self.cache_dir is None:
             return self.from_waveform(*decode(path))
-        try:
-            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        except OSError as err:
-            raise LoadError(path, f"{type(err).__name__}: {err}") from err
-        file = self.cache_dir / self.settings_key() / f"{digest}.pt"
+        file = self.cache_dir / self.settings_key() / f"{self.digest(path)}.pt"
         if file.is_file():
             try:
                 return torch.load(file)

@@ -189,12 +189,11 @@ class GraphDataModule(SplitDataModule):
     are GraphDataConfig's fields."""
 
     unit = "graphs"
+    cfg: GraphDataConfig
 
     def __init__(self, **options: object) -> None:
-        super().__init__()
-        self.cfg = cfg = build_config(GraphDataConfig, options, owner="GraphDataModule")
-        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
-                                                                        cfg.pin_memory, cfg.seed)
+        super().__init__(build_config(GraphDataConfig, options, owner="GraphDataModule"))
+        cfg = self.cfg
         self.source, self.subgraph_nodes = cfg.resolved_source, cfg.subgraph_nodes
         self.skips = SkipCounter()
         self.stats: dict[str, int] = {}

@@ -244,12 +244,11 @@ class ImageDataModule(SplitDataModule):
     """
 
     unit = "images"
+    cfg: ImageDataConfig
 
     def __init__(self, **options: object) -> None:
-        super().__init__()
-        self.cfg = cfg = build_config(ImageDataConfig, options, owner="ImageDataModule")
-        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
-                                                                        cfg.pin_memory, cfg.seed)
+        super().__init__(build_config(ImageDataConfig, options, owner="ImageDataModule"))
+        cfg = self.cfg
         self.source, self.image_size, (self.mean, self.std) = cfg.resolved_source, cfg.image_hw, cfg.mean_std
         self.skips = SkipCounter()
         self._ready = False

@@ -134,12 +134,11 @@ class PointCloudDataModule(SplitDataModule):
     """
 
     unit = "clouds"
+    cfg: PointCloudDataConfig
 
     def __init__(self, **options: object) -> None:
-        super().__init__()
-        self.cfg = cfg = build_config(PointCloudDataConfig, options, owner="PointCloudDataModule")
-        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
-                                                                        cfg.pin_memory, cfg.seed)
+        super().__init__(build_config(PointCloudDataConfig, options, owner="PointCloudDataModule"))
+        cfg = self.cfg
         self.source, self.augment = cfg.resolved_source, cfg.augment
         self.skips = SkipCounter()
         self._ready = False

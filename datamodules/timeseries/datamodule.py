@@ -104,12 +104,11 @@ class TimeSeriesDataModule(SplitDataModule):
     TimeSeriesDataConfig's fields; `horizons` is kept sorted, `context_len` is the context in use after setup."""
 
     unit = "series"
+    cfg: TimeSeriesDataConfig
 
     def __init__(self, **options: object) -> None:
-        super().__init__()
-        self.cfg = cfg = build_config(TimeSeriesDataConfig, options, owner="TimeSeriesDataModule")
-        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
-                                                                        cfg.pin_memory, cfg.seed)
+        super().__init__(build_config(TimeSeriesDataConfig, options, owner="TimeSeriesDataModule"))
+        cfg = self.cfg
         self.task, self.horizons = cfg.task, cfg.sorted_horizons  # ForecastData: horizons, ridge_alphas, plot_dir
         self.ridge_alphas, self.plot_dir = [*cfg.ridge_alphas], cfg.plot_dir
         self._ready = False

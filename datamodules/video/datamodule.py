@@ -215,12 +215,11 @@ class VideoDataModule(SplitDataModule):
     """
 
     unit = "videos"
+    cfg: VideoDataConfig
 
     def __init__(self, **options: object) -> None:
-        super().__init__()
-        self.cfg = cfg = build_config(VideoDataConfig, options, owner="VideoDataModule")
-        self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
-                                                                        cfg.pin_memory, cfg.seed)
+        super().__init__(build_config(VideoDataConfig, options, owner="VideoDataModule"))
+        cfg = self.cfg
         self.source, self.backend, self.crop = cfg.resolved_source, cfg.resolved_backend, cfg.train_crop
         self.image_size, self.short_side = cfg.image_hw, cfg.short_side_range
         self.skips = SkipCounter()
