@@ -1,7 +1,8 @@
 """The base datamodule: (train, train-without-augmentation, val) splits, class metadata, the three kinds of loaders,
 and the core's `EvalData` interface (eval_tasks, has_labels, eval_dataloaders, denormalize) with its defaults.
 Subclasses pass their checked options (`cfg`, a frozen `<M>DataConfig` with at least the LoaderOptions fields) to
-`__init__` and implement an idempotent `_prepare()` that sets train_set, train_eval_set, val_set and _classes."""
+`__init__` and implement an idempotent `_prepare()` that sets train_set, train_eval_set, val_set and _classes.
+Files a subclass drops under `data.on_error="skip"` go to `self.skips` (a `SkipCounter`)."""
 from __future__ import annotations
 
 from typing import Protocol
@@ -10,6 +11,7 @@ import lightning as L
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.errors import SkipCounter
 from datamodules.sampling import SeededSampler
 
 
@@ -31,6 +33,9 @@ class SplitDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.batch_size, self.num_workers, self.pin_memory, self.seed = (cfg.batch_size, cfg.num_workers,
                                                                         cfg.pin_memory, cfg.seed)
+        # files dropped under data.on_error="skip"; mae.train.skips.SkippedFiles gives it a log folder at set-up so
+        # that the skips of every DataLoader worker and rank are counted (data/skipped in metrics.json)
+        self.skips = SkipCounter()
 
     def _prepare(self) -> None:
         raise NotImplementedError
@@ -60,6 +65,17 @@ class SplitDataModule(L.LightningDataModule):
     def num_train(self) -> int:
         self._prepare()
         return len(self.train_set)
+
+    def inferred_options(self) -> dict[str, object]:
+        """`data` options left null that the data decides (e.g. the graph feature width); the runner writes them into
+        cfg.data before it builds the model. Default: none."""
+        return {}
+
+    def fit_batch_to_split(self, world_size: int) -> int:
+        """Lower the per-rank training batch to what the train split holds when it holds less than one batch per rank
+        (drop_last would leave no step: a user's first run on a small folder); returns the batch now used."""
+        self.batch_size = min(self.batch_size, max(1, self.num_train // world_size))
+        return self.batch_size
 
     def _loader(self, dataset: Dataset, *, sampler: SeededSampler | None = None, drop_last: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,

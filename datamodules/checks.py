@@ -173,3 +173,26 @@ def describe(annotation: object) -> str:
             return f"a list of {len(args)} {_noun(args)}s"
         return f"a list of {_noun(args[:1])}s" if args and args[0] is not typing.Any else "a list"
     return f"a {getattr(annotation, '__name__', annotation)}"
+
+
+def changed_options(cfg: object, names: Sequence[str]) -> list[str]:
+    """The fields among `names` of the dataclass instance `cfg` whose value differs from their declared default (the
+    defaults equal the modality yaml's, so these are the options a run sets): what an "unread option" check reports."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    return [name for name in names if getattr(cfg, name) != defaults[name]]
+
+
+def check_demo_or_folder(cfg: object, *, source: str, root: str | None, list_file: str | None,
+                         demo_options: Sequence[str]) -> None:
+    """A datamodule with a generated "demo" source and "folder": data.root / data.list under the demo, or a demo option
+    set (`changed_options`) with a folder, would be silently ignored: ValueError naming it and what to remove."""
+    if source == "demo":
+        for key, value in (("root", root), ("list", list_file)):
+            if value is not None:
+                raise ValueError(f"data.{key} is only read by data.source='folder' (or null), not 'demo': remove "
+                                 f"data.source=demo to read data.{key}, or remove data.{key}")
+    demo_keys = changed_options(cfg, demo_options) if source == "folder" else []
+    if demo_keys:
+        names = ", ".join(f"data.{k}" for k in demo_keys)
+        raise ValueError(f"{names} {'is' if len(demo_keys) == 1 else 'are'} only read by data.source='demo', but "
+                         f"the source is 'folder' (data.root / data.list is set): remove {names}")

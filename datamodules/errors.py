@@ -1,12 +1,21 @@
 """The `on_error` policy of every file reader: "skip" (warn once per file and count) or "raise".
 
-`check_on_error`, `SkipCounter`, `LoadError`, `try_load` / `load_from` (the next readable file), `FileSubset`
-(the skip-on-error dataset skeleton of the file modalities) and `verify_files` (a pre-scan at set-up).
+`check_on_error`, `SkipCounter` (with its skip log, read back by `read_skip_log`), `LoadError`, `try_load` /
+`load_from` (the next readable file), `FileSubset` (the skip-on-error dataset skeleton of the file modalities) and
+`verify_files` (a pre-scan at set-up).
 """
 from __future__ import annotations
 
+import csv
+import io
+import os
+import re
+import socket
+import stat
+import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,12 +33,14 @@ class SkippedFileWarning(UserWarning):
 
 
 class LoadError(RuntimeError):
-    """A file that could not be read or decoded; the message names it."""
+    """A file that could not be read or decoded; the message names it. `kind` is the short category it is counted
+    under (`data/skipped/<kind>`: the exception type name, "non_finite", ...); None: derived from the reason."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str, *, kind: str | None = None) -> None:
         super().__init__(f"failed to load {str(path)!r}: {reason}")
         self.path = str(path)
         self.reason = reason
+        self.kind = kind
 
 
 def check_on_error(on_error: object) -> str:
@@ -39,23 +50,99 @@ def check_on_error(on_error: object) -> str:
     return on_error
 
 
-class SkipCounter:
-    """Records every skipped file (path, reason) and warns once per file.
+_EXCEPTION_NAME = re.compile(r"\b([A-Z]\w*(?:Error|Exception))\b")
 
-    In DataLoader worker processes each worker has its own copy: skips made there warn but do not add to
-    the main process's count.
+
+def skip_kind(reason: str) -> str:
+    """The short category of a skip reason given without one: the first exception type name in it
+    ("pyav: InvalidDataError: ..." -> "InvalidDataError"), else its first words ("no audio samples (empty file)"
+    -> "no_audio_samples"), else "other"."""
+    found = _EXCEPTION_NAME.search(reason)
+    if found:
+        return found.group(1)
+    for part in re.split(r"[^A-Za-z\s-]", reason):
+        words = re.findall(r"[a-z]+", part.lower())
+        if words:
+            return "_".join(words[:3])
+    return "other"
+
+
+@dataclass(frozen=True)
+class SkipRecord:
+    """One skipped file: its path, a short category (`kind`) and the full reason."""
+
+    path: str
+    kind: str
+    reason: str
+
+
+SKIP_LOG_SUFFIX = ".tsv"
+"""A skip log holds one file per process, <host>-<pid>.tsv: rows time, path, kind, reason (csv "excel-tab")."""
+
+
+class SkipCounter:
+    """Records every skipped file (path, kind, reason), warns once per file, and counts the files the pre-scan
+    looked at (`indexed`, the denominator of the skipped fraction).
+
+    DataLoader workers and DDP ranks each hold their own copy, so their in-memory `records` differ. Once
+    `set_log_dir(dir)` is called (before the workers start: `mae.train.skips.SkippedFiles` does it at set-up),
+    every copy also appends each record to its own process's file in `dir`, and `read_skip_log(dir)` gives the
+    distinct files skipped by all of them.
     """
 
     def __init__(self) -> None:
-        self.skipped: list[tuple[str, str]] = []
+        self.records: list[SkipRecord] = []
+        self.indexed = 0
+        self.log_dir: Path | None = None
 
     @property
     def count(self) -> int:
-        return len(self.skipped)
+        """Files skipped in this process."""
+        return len(self.records)
 
-    def skip(self, path: str | Path, reason: str) -> None:
-        self.skipped.append((str(path), reason))
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of each file skipped in this process."""
+        return [(r.path, r.reason) for r in self.records]
+
+    def skip(self, path: str | Path, reason: str, *, kind: str | None = None) -> None:
+        record = SkipRecord(str(path), kind or skip_kind(reason), reason)
+        self.records.append(record)
+        if self.log_dir is not None:
+            self._append([record])
         warnings.warn(f"skipping {str(path)!r}: {reason}", SkippedFileWarning, stacklevel=2)
+
+    def set_log_dir(self, log_dir: str | Path) -> None:
+        """From now on append every record to `log_dir`/<host>-<pid>.tsv; the records held so far (the pre-scan's)
+        are written at once."""
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._append(self.records)
+
+    def _append(self, records: Sequence[SkipRecord]) -> None:
+        """One write per call, flushed, so that a reader sees whole rows from every process."""
+        if not records:
+            return
+        buf = io.StringIO()
+        writer = csv.writer(buf, dialect="excel-tab")
+        writer.writerows([f"{time.time():.6f}", r.path, r.kind, r.reason[:500]] for r in records)
+        log = self.log_dir / f"{socket.gethostname()}-{os.getpid()}{SKIP_LOG_SUFFIX}"
+        with log.open("a", newline="") as f:
+            f.write(buf.getvalue())
+
+
+def read_skip_log(log_dir: str | Path) -> list[SkipRecord]:
+    """The distinct files (by path) recorded in `log_dir` by every process, in the order first skipped; a row
+    still being written (fewer than 4 fields) is left for the next read. A missing folder gives []."""
+    rows: list[tuple[float, SkipRecord]] = []
+    for log in sorted(Path(log_dir).glob(f"*{SKIP_LOG_SUFFIX}")):
+        with log.open(newline="") as f:
+            rows += [(float(row[0]), SkipRecord(row[1], row[2], row[3])) for row in csv.reader(f, dialect="excel-tab")
+                     if len(row) == 4]
+    first: dict[str, SkipRecord] = {}
+    for _, record in sorted(rows, key=lambda row: row[0]):
+        first.setdefault(record.path, record)
+    return list(first.values())
 
 
 def try_load(index: int, load: Callable[[int], T], *, bad: set[int], on_error: str, skips: SkipCounter) -> T | None:
@@ -69,7 +156,7 @@ def try_load(index: int, load: Callable[[int], T], *, bad: set[int], on_error: s
         if on_error == "raise":
             raise
         bad.add(index)
-        skips.skip(err.path, err.reason)
+        skips.skip(err.path, err.reason, kind=err.kind)
         return None
 
 
@@ -117,6 +204,21 @@ class FileSubset(Dataset):
         return self._item(index, loaded)
 
 
+class NotRegularFileError(OSError):
+    """A path that exists but is no regular file (a FIFO, socket, device or folder): never opened (a FIFO blocks)."""
+
+
+_FILE_TYPES = {"p": "a FIFO", "s": "a socket", "c": "a character device", "b": "a block device", "d": "a folder"}
+
+
+def check_regular_file(path: Path) -> None:
+    """Raise NotRegularFileError unless `path` is a regular file after following symlinks (FileNotFoundError for a
+    missing file or a dangling symlink)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(f"not a regular file but {_FILE_TYPES.get(stat.filemode(mode)[0], 'special')}")
+
+
 def verify_files(
     paths: Sequence[Path],
     labels: Sequence[int],
@@ -128,9 +230,11 @@ def verify_files(
 ) -> tuple[list[Path], list[int]]:
     """Pre-scan files with `check` (raises on a bad file) and keep the good ones; returns (paths, labels).
 
-    on_error="skip": bad files are dropped, each with a SkippedFileWarning, recorded in `skips`, plus one
-    summary warning. on_error="raise": the first bad file raises LoadError naming it. Either way a
-    RuntimeError naming `what` (the root or list file) is raised when every file fails.
+    A path that is no regular file (missing, a dangling symlink, a FIFO, ...) fails before `check` opens it. The
+    number of paths is added to `skips.indexed`. on_error="skip": bad files are dropped, each with a
+    SkippedFileWarning, recorded in `skips` under its exception type name, plus one summary warning.
+    on_error="raise": the first bad file raises LoadError naming it. Either way a RuntimeError naming `what`
+    (the root or list file) is raised when every file fails.
     """
     check_on_error(on_error)
     if len(paths) != len(labels):
@@ -138,18 +242,20 @@ def verify_files(
     if not paths:
         raise ValueError(f"no files to load under {what}")
     skips = skips if skips is not None else SkipCounter()
+    skips.indexed += len(paths)
     kept_paths: list[Path] = []
     kept_labels: list[int] = []
     first_error: str | None = None
     for path, label in zip(paths, labels):
         try:
+            check_regular_file(path)
             check(path)
         except Exception as err:  # decoders raise many kinds (OSError, SyntaxError, ValueError, ...)
             reason = f"{type(err).__name__}: {err}"
             if on_error == "raise":
-                raise LoadError(path, reason) from err
+                raise LoadError(path, reason, kind=type(err).__name__) from err
             first_error = first_error or f"{str(path)!r}: {reason}"
-            skips.skip(path, reason)
+            skips.skip(path, reason, kind=type(err).__name__)
             continue
         kept_paths.append(path)
         kept_labels.append(label)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,19 +25,112 @@ def _norm_exts(extensions: Sequence[str]) -> tuple[str, ...]:
     return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
 
 
-def _files_under(folder: Path, exts: tuple[str, ...]) -> list[Path]:
-    """Every file below `folder` (recursive, symlinks followed, hidden entries skipped) with a suffix in `exts`."""
+Identity = tuple[int, int]
+"""(st_dev, st_ino): what a path names once symlinks are followed; two names of one file or folder share it."""
+
+
+def _identity(path: Path) -> Identity | None:
+    """The identity of what `path` names (symlinks followed); None when it cannot be stat'ed (dangling link, ...)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _wanted(name: str, exts: tuple[str, ...]) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in exts
+
+
+def _files_under(folder: Path, exts: tuple[str, ...], *, excluded: set[Identity]) -> list[Path]:
+    """Every entry below `folder` (recursive, symlinks followed, hidden entries skipped) whose name has a suffix in
+    `exts`, sorted. Each folder is entered once: a symlink to a folder this walk has already entered (a loop) or to
+    one of `excluded` (the root, the other class folders) is not followed."""
+    entered = set(excluded) | {_identity(folder)}
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in exts]
+        keep = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            identity = _identity(Path(dirpath) / name)
+            if identity is not None and identity not in entered:
+                entered.add(identity)
+                keep.append(name)
+        dirnames[:] = keep  # os.walk enters only these
+        found += [Path(dirpath) / f for f in filenames if _wanted(f, exts)]
     return sorted(found)
+
+
+class IndexingWarning(UserWarning):
+    """A class folder tree holds files reachable twice or entries that are no regular file."""
+
+
+class _RegularFiles:
+    """Keeps each regular file once (by identity, symlinks followed): `add(path)` is False for a second name of a
+    file already kept (a symlink or hard link; recorded in `duplicates`) and for what is no regular file (a FIFO,
+    socket, device or dangling symlink, which the pre-scan must never open; recorded in `special`)."""
+
+    def __init__(self) -> None:
+        self.kept: dict[Identity, Path] = {}
+        self.duplicates: list[tuple[Path, Path]] = []  # (left out, the name kept)
+        self.special: list[Path] = []
+
+    def add(self, path: Path) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            self.special.append(path)
+            return False
+        identity = (st.st_dev, st.st_ino)
+        if identity in self.kept:
+            self.duplicates.append((path, self.kept[identity]))
+            return False
+        self.kept[identity] = path
+        return True
+
+    def warn(self, root: Path) -> None:
+        """One warning for the files reached twice, one for the entries that are no regular file."""
+        if self.duplicates:
+            left_out, kept = self.duplicates[0]
+            warnings.warn(f"{len(self.duplicates)} file(s) under {str(root)!r} are reachable by more than one path "
+                          "(symlinks or hard links); each is indexed once, under its first path in sorted order "
+                          f"(the first class folder): e.g. {str(left_out)!r} is {str(kept)!r}", IndexingWarning,
+                          stacklevel=3)
+        if self.special:
+            shown = ", ".join(repr(str(p)) for p in self.special[:3])
+            warnings.warn(f"{len(self.special)} entr{'y' if len(self.special) == 1 else 'ies'} under {str(root)!r} "
+                          "named like data files are no regular files (FIFO, socket, device or dangling symlink) and "
+                          f"are not indexed: {shown}", IndexingWarning, stacklevel=3)
+
+
+def _class_dirs(root: Path) -> tuple[list[Path], set[Identity]]:
+    """The class folders of `root` (its non-hidden subfolders, symlinks followed, sorted) and the identities of
+    root and of them. A subfolder that is the root itself (a symlink loop) is no class; two names of one folder
+    are an error."""
+    root_identity = _identity(root)
+    claimed: dict[Identity | None, Path] = {root_identity: root}
+    class_dirs = []
+    for path in sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir()):
+        identity = _identity(path)
+        if identity == root_identity:
+            continue
+        if identity in claimed:
+            raise ValueError(f"class folders {str(claimed[identity])!r} and {str(path)!r} are the same folder (a "
+                             "symlink); remove one of them")
+        claimed[identity] = path
+        class_dirs.append(path)
+    return class_dirs, {i for i in claimed if i is not None}
 
 
 def index_class_folder(root: str | Path, extensions: tuple[str, ...]) -> tuple[list[Path], list[int], list[str]]:
     """Index an ImageFolder-style tree: root/<class>/**/<file>, classes sorted by name.
 
     A root holding files but no (non-hidden) subfolder is an unlabeled set: every label is -1 and classes is [].
+    Symlinks are followed, but every folder is entered once (a symlink back to the root or to another class folder
+    is not followed) and only regular files are indexed (a FIFO named x.png would block the pre-scan), each real
+    file once: one reachable from two class folders (a symlink or hard link) belongs to the first class in sorted
+    order; an IndexingWarning counts such files and the entries left out.
     Returns (paths, labels, classes). Raises FileNotFoundError / ValueError naming the path on a missing root,
     a root that is not a folder, a class folder without matching files, or no matching file at all.
     """
@@ -45,22 +140,25 @@ def index_class_folder(root: str | Path, extensions: tuple[str, ...]) -> tuple[l
         raise FileNotFoundError(f"data root {str(root)!r} does not exist")
     if not root.is_dir():
         raise ValueError(f"data root {str(root)!r} is not a directory")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs, claimed = _class_dirs(root)
+    files = _RegularFiles()
     if not class_dirs:  # flat folder: unlabeled
-        paths = [p for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() in exts and p.name[0] != "."]
+        paths = [p for p in sorted(root.iterdir()) if _wanted(p.name, exts) and not p.is_dir() and files.add(p)]
+        files.warn(root)
         if not paths:
             raise ValueError(f"no file with extension in {exts} found in {str(root)!r}")
         return paths, [UNLABELED] * len(paths), []
     paths, labels = [], []
     for label, class_dir in enumerate(class_dirs):
-        files = _files_under(class_dir, exts)
-        if not files:
+        found = [p for p in _files_under(class_dir, exts, excluded=claimed) if files.add(p)]
+        if not found:
             raise ValueError(
-                f"class folder {str(class_dir)!r} holds no file with extension in {exts} "
-                f"(every subfolder of {str(root)!r} is read as a class)"
+                f"class folder {str(class_dir)!r} holds no regular file with extension in {exts} that an earlier "
+                f"class does not already hold (every subfolder of {str(root)!r} is read as a class)"
             )
-        paths += files
-        labels += [label] * len(files)
+        paths += found
+        labels += [label] * len(found)
+    files.warn(root)
     return paths, labels, [d.name for d in class_dirs]
 
 

@@ -155,7 +155,7 @@ def test_esc50_csv_with_fold_choice(tmp_path):
         sf.write(audio / f"{i}.wav", tone(200.0 + 100 * i, 0.4), SR)
         rows.append(f"{i}.wav,{1 + i % 5},{i % 2},x")
     (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
-    data = dm(None, list=str(tmp_path / "meta.csv"), audio_dir=str(audio), val_fold=2)
+    data = dm(None, list=str(tmp_path / "meta.csv"), audio_dir=str(audio), val_fold=2, val_fraction=0.2)
     data.setup()
     assert sorted(data.val_set.indices) == [1, 6] and len(data.train_set) == 8 and data.num_classes == 2
 

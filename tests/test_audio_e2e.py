@@ -57,7 +57,7 @@ def test_resume_reuses_the_saved_feature_statistics(tmp_path, demo_dir, monkeypa
         return original(self)
 
     monkeypatch.setattr(AudioDataModule, "compute_stats", counting)
-    common = ["eval.enabled=false"]
+    common = ["eval.enabled=false", "objective=val/loss"]
     run(audio_cfg(tmp_path / "run", demo_dir, *common, "trainer.max_epochs=1"))
     assert len(calls) == 1
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

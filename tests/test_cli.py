@@ -27,10 +27,11 @@ WHERE = {("mask", "tube"): ["modality=video"], ("mask", "frame"): ["modality=vid
          ("decoder_mask", "running_cell"): ["modality=video"],
          ("target", "hog"): ["tokenizer.patch_size=8", "target.cell_size=4", "data.image_size=32"],
          ("target", "video_hog"): ["modality=video"], ("target", "tubelet_norm_pix"): ["modality=video"],
-         ("target", "point_group"): ["modality=pointcloud"], ("target", "node_features"): ["modality=graph"],
-         ("target", "revin_patch"): ["modality=timeseries"], ("eval", "graph"): ["modality=graph"],
+         ("target", "point_group"): ["modality=pointcloud"], ("target", "node_features"): ["modality=graph", "data.num_features=256"],
+         ("target", "revin_patch"): ["modality=timeseries"], ("eval", "graph"): ["modality=graph", "data.num_features=256"],
          ("eval", "forecast"): ["modality=timeseries_forecast"], ("model", "pointmae"): ["modality=pointcloud"],
-         ("model", "pointmae_cpu"): ["modality=pointcloud"]}
+         ("model", "pointmae_cpu"): ["modality=pointcloud"],
+         ("modality", "graph"): ["data.num_features=256"]}  # train.py reads the width from the data
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -98,7 +99,7 @@ def step_losses(run_dir) -> pd.Series:
 
 
 def test_resume_from_checkpoint_gives_same_losses(tmp_path):
-    common = [*FAST, "trainer.limit_train_batches=4", "eval.enabled=false", "data.num_workers=0",
+    common = [*FAST, "trainer.limit_train_batches=4", "eval.enabled=false", "objective=val/loss", "data.num_workers=0",
               "trainer.log_every_n_steps=1"]
     full = compose_cfg([*common, "trainer.max_epochs=3"], tmp_path / "full")
     run(full)
@@ -128,7 +129,7 @@ def test_variants_run_end_to_end(fast_cfg, overrides):
 
 @pytest.mark.parametrize("logger,expect", [("tensorboard", "tensorboard"), ("wandb", "wandb")])
 def test_loggers_write_offline(fast_cfg, tmp_path, logger, expect):
-    run(fast_cfg(f"logger={logger}", "eval.enabled=false"))
+    run(fast_cfg(f"logger={logger}", "eval.enabled=false", "objective=val/loss"))
     assert any((tmp_path / "run").rglob(f"*{expect}*")) or (tmp_path / "run" / expect).exists()
 
 

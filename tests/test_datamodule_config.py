@@ -179,6 +179,6 @@ def test_derived_values_of_the_datamodules() -> None:
         "folder", (24, 32), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     video = VideoDataModule(image_size=[16], short_side=24, demo_label="direction", crop="resized", backend="pyav")
     assert (video.source, video.backend, video.image_size, video.short_side) == ("demo", "pyav", (16, 16), (24, 24))
-    assert video.crop.kind == "resized" and video.cfg.demo_videos_per_class == 40
+    assert video.crop.kind == "resized" and video.cfg.demo_videos_per_class == 200
     with pytest.raises(dataclasses.FrozenInstanceError):
         video.cfg.batch_size = 8  # type: ignore[misc]

@@ -93,7 +93,6 @@ def test_the_config_is_frozen_and_converts_numbers_and_paths() -> None:
 
 @pytest.mark.parametrize("options,source", [
     ({}, "demo"), ({"root": "/x"}, "folder"), ({"list": "/x.csv"}, "folder"),
-    ({"source": "demo", "root": "/x"}, "demo"),
 ])
 def test_the_source_is_resolved(options, source) -> None:
     assert AudioDataConfig(**options).resolved_source == source

@@ -25,7 +25,7 @@ ALLOWED = r"\('sbm', 'karate', 'motifs', 'pyg', 'smiles'\)"
     ({"root": ["a.csv"]}, TypeError, r"data\.root must be a string or null"),
     ({"dir": 1}, TypeError, r"data\.dir must be a string or null, got 1 of type int"),
     ({"num_features": 0}, ValueError, r"data\.num_features must be >= 1, got 0"),
-    ({"num_features": 16.0}, TypeError, r"data\.num_features must be an int, got 16\.0 of type float"),
+    ({"num_features": 16.0}, TypeError, r"data\.num_features must be an int or null, got 16\.0 of type float"),
     ({"pe": "spectral"}, ValueError, r"data\.pe must be one of \('laplacian', 'random_walk', 'none'\), got 'spectral'"),
     ({"pe_dim": 0}, ValueError, r"data\.pe_dim must be >= 1, got 0"),
     ({"batch_size": "8"}, TypeError, r"data\.batch_size must be an int, got '8'"),
@@ -79,8 +79,8 @@ def test_an_unknown_key_from_the_command_line(tmp_path) -> None:
     ({}, "sbm"),
     ({"name": "Cora"}, "pyg"),
     ({"root": "molecules.csv"}, "smiles"),
-    ({"name": "Cora", "root": "molecules.csv"}, "pyg"),  # name wins, as before
-    ({"source": "motifs", "name": "Cora"}, "motifs"),  # an explicit source wins
+    ({"source": "pyg", "name": "Cora"}, "pyg"),  # (name + root, or a source that does not read name: an error,
+    ({"source": "smiles", "root": "molecules.csv"}, "smiles"),  # tests/test_reliability_graph.py)
     ({"source": "karate"}, "karate"),
 ])
 def test_a_null_source_is_resolved_from_name_and_root(options, source) -> None:
@@ -90,9 +90,10 @@ def test_a_null_source_is_resolved_from_name_and_root(options, source) -> None:
 
 
 def test_the_config_is_frozen_and_converts_paths(tmp_path) -> None:
-    dm = GraphDataModule(dir=tmp_path, root=tmp_path / "m.csv", batch_size=4, num_workers=0, pin_memory=True,
+    dm = GraphDataModule(dir=tmp_path, name="Cora", batch_size=4, num_workers=0, pin_memory=True,
                          subgraph_nodes=16, seed=3)
-    assert dm.cfg.dir == str(tmp_path) and type(dm.cfg.dir) is str and dm.cfg.root == str(tmp_path / "m.csv")
+    assert dm.cfg.dir == str(tmp_path) and type(dm.cfg.dir) is str
+    assert GraphDataConfig(root=tmp_path / "m.csv").root == str(tmp_path / "m.csv")
     assert (dm.batch_size, dm.num_workers, dm.pin_memory, dm.seed, dm.subgraph_nodes) == (4, 0, True, 3, 16)
     assert dm._cache_dir("tu") == tmp_path / "tu"
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -117,7 +118,8 @@ def test_every_pe_choice_is_one_positional_encoding_knows(kind) -> None:
 @pytest.mark.parametrize("features", ["topics", "gaussian"])
 def test_the_sbm_options_reach_the_generated_graph(features) -> None:
     dm = GraphDataModule(synthetic_size=31, sbm_blocks=3, sbm_p_in=1.0, sbm_p_out=0.0, num_features=12, pe="none",
-                         pe_dim=2, sbm_features=features, sbm_words=3, sbm_informative=3)
+                         pe_dim=2, sbm_features=features,
+                         **({"sbm_words": 3} if features == "topics" else {"sbm_informative": 3}))  # each kind's own
     dm.setup()
     graph = dm.graphs[0]
     assert dm.level == "node" and dm.classes == ["0", "1", "2"] and graph.num_nodes == 31 and graph.x.shape == (31, 12)

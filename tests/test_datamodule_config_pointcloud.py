@@ -94,7 +94,7 @@ def test_frozen_config_and_derived_values() -> None:
     assert isinstance(aug, PointAugment)
     assert (tuple(aug.scale), aug.translate, aug.rotate, aug.jitter, aug.up_axis) == ((0.8, 1.0), 0.0, True, 0.01, 1)
     assert PointCloudDataModule(list="/x.csv").source == "folder" and PointCloudDataModule().source == "shapes"
-    assert PointCloudDataConfig().resolved_source == "shapes" and PointCloudDataConfig().synthetic_rotation == "any"
+    assert PointCloudDataConfig().resolved_source == "shapes" and PointCloudDataConfig().synthetic_rotation == "upright"
     with pytest.raises(dataclasses.FrozenInstanceError):
         dm.cfg.batch_size = 8  # type: ignore[misc]
 

@@ -95,7 +95,7 @@ def test_the_debug_fast_aliases_are_no_fields() -> None:
 
 
 def test_lists_become_tuples_of_the_right_type_and_the_config_is_frozen() -> None:
-    cfg = TimeSeriesDataConfig(ratios=ListConfig([0.6, 0.2, 0.2]), horizons=ListConfig([24, 12]),
+    cfg = TimeSeriesDataConfig(task="forecast", ratios=ListConfig([0.6, 0.2, 0.2]), horizons=ListConfig([24, 12]),
                                columns=ListConfig(["a", "b"]), ridge_alphas=ListConfig([1, 0.5]))
     assert (cfg.ratios, cfg.horizons, cfg.columns, cfg.ridge_alphas) == ((0.6, 0.2, 0.2), (24, 12), ("a", "b"),
                                                                          (1.0, 0.5))
@@ -112,7 +112,7 @@ def test_derived_values_of_the_datamodule() -> None:
     assert dm.cfg.horizons == (336, 96, 192) and dm.cfg.sorted_horizons == [96, 192, 336]
     assert dm.horizons == [96, 192, 336] and dm.ridge_alphas == [0.1, 1.0] and type(dm.ridge_alphas) is list
     assert (dm.task, dm.eval_tasks, dm.batch_size, dm.num_workers, dm.seed) == ("forecast", ("forecast",), 8, 0, 0)
-    assert TimeSeriesDataModule().eval_tasks == ("probe",) and TimeSeriesDataModule().cfg.name == "GunPoint"
+    assert TimeSeriesDataModule().eval_tasks == ("probe",) and TimeSeriesDataModule().cfg.name == "OSULeaf"
 
 
 def test_unsorted_horizons_give_the_windows_of_sorted_ones(tmp_path) -> None:

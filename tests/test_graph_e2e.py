@@ -13,13 +13,13 @@ EVAL_KEYS = (*PROBE_KEYS, "eval/rankme_random_init")
 
 
 def test_modality_defaults_are_graphmae(tmp_path):
-    cfg = compose_cfg(["modality=graph"], tmp_path)
+    cfg = compose_cfg(["modality=graph", "data.num_features=256"], tmp_path)  # train.py reads it from the data
     validate(cfg)
     module = instantiate(cfg.module)
     assert type(module.encoder).__name__ == "GraphEncoder" and type(module.decoder).__name__ == "GraphDecoder"
     assert (module.masker.ratio, module.masker.replace_rate) == (0.5, 0.05)
     assert module.loss_fn.func.__name__ == "sce_loss" and type(module.target).__name__ == "NodeFeatureTarget"
-    transformer = instantiate(compose_cfg(["modality=graph", "model=graph_transformer"], tmp_path).module)
+    transformer = instantiate(compose_cfg(["modality=graph", "model=graph_transformer", "data.num_features=256"], tmp_path).module)
     assert type(transformer.encoder).__name__ == "Encoder" and type(transformer.masker).__name__ == "GraphMasker"
     block = instantiate(compose_cfg(["modality=graph", "mask=block"], tmp_path).mask)
     assert type(block).__name__ == "BlockMasker"  # an explicit mask choice still wins

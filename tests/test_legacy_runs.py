@@ -20,7 +20,7 @@ from tests.conftest import compose_cfg
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "data" / "pre_layout_runs"
 TODAY = {"image": [], "video": ["mask=tube", "decoder_mask=running_cell"], "audio": [], "pointcloud": [],
-         "graph": [], "timeseries": [], "timeseries_forecast": []}
+         "graph": ["data.num_features=256"], "timeseries": [], "timeseries_forecast": []}
 """The same run spelled today."""
 
 

@@ -235,7 +235,7 @@ def test_mesh_cache_is_used_and_invalidated_when_the_file_changes(tmp_path, monk
 
     def make(cache_dir) -> PointCloudDataModule:
         dm = PointCloudDataModule(root=str(root), num_points=64, batch_size=1, val_fraction=0.5,
-                                  cache_dir=cache_dir, mesh_points=500)
+                                  cache_dir=cache_dir, **({"mesh_points": 500} if cache_dir else {}))
         dm.setup()
         return dm
 

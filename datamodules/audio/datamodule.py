@@ -13,6 +13,7 @@ run reuses them instead of recomputing.
 from __future__ import annotations
 
 import csv
+import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,14 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.audio.demo import write_demo
 from datamodules.audio.features import FbankFeatures, check_audio, crop_or_pad
 from datamodules.base import SplitDataModule
-from datamodules.checks import OnError, build_config, check_fields, check_val_fraction
+from datamodules.checks import (
+    OnError,
+    build_config,
+    changed_options,
+    check_demo_or_folder,
+    check_fields,
+    check_val_fraction,
+)
 from datamodules.errors import FileSubset, SkipCounter, try_load, verify_files
 from datamodules.indexing import index_class_folder, resolve_source, split_indices
 from datamodules.sampling import SeededSampler
@@ -34,6 +42,7 @@ from datamodules.sampling import SeededSampler
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 AudioSourceName = Literal["demo", "folder"]
 SOURCES = get_args(AudioSourceName)
+DEMO_OPTIONS = ("demo_dir", "demo_clips_per_class", "demo_seconds")  # read by source=demo only
 
 
 # -------------------------------------------------------------------------------------------- lists
@@ -135,6 +144,9 @@ class AudioDataConfig:
         check_fields(self, minimum={"sample_rate": 1000, "mel_bins": 1, "frames": 1, "stats_clips": 1,
                                     "batch_size": 1, "num_workers": 0, "demo_clips_per_class": 2})
         self.resolved_source  # resolve_source checks data.source / data.root / data.list
+        for key, value in (("mean", self.mean), ("std", self.std)):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"data.{key} must be a finite number, got {value}")
         if (self.mean is None) != (self.std is None):
             missing, given = ("std", "mean") if self.std is None else ("mean", "std")
             raise TypeError(f"data.{missing} must be a number when data.{given} is set (fixed statistics need both; "
@@ -142,6 +154,23 @@ class AudioDataConfig:
         if self.std is not None and self.std <= 0:
             raise ValueError(f"data.std must be positive, got {self.std}")
         check_val_fraction(self.val_fraction)
+        self._check_unread_options()
+
+    def _check_unread_options(self) -> None:
+        """An option the chosen source or split does not read is an error naming it, not silently ignored."""
+        check_demo_or_folder(self, source=self.resolved_source, root=self.root, list_file=self.list,
+                             demo_options=DEMO_OPTIONS)
+        if self.audio_dir is not None and self.list is None:
+            raise ValueError("data.audio_dir is only read with data.list (the folder the CSV's filenames are relative "
+                             "to): remove data.audio_dir, or give the CSV as data.list")
+        if self.val_fold is not None and changed_options(self, ("val_fraction",)):
+            raise ValueError(f"data.val_fraction={self.val_fraction} is not read with data.val_fold={self.val_fold} "
+                             "(that fold is the val split): remove data.val_fraction, or data.val_fold to split by "
+                             "fraction")
+        if self.fixed_stats and changed_options(self, ("stats_clips",)):
+            raise ValueError(f"data.stats_clips={self.stats_clips} is not read with fixed data.mean / data.std (no "
+                             "statistics are computed): remove data.stats_clips, or data.mean and data.std to compute "
+                             "them on the train split")
 
     @property
     def resolved_source(self) -> str:
@@ -189,7 +218,6 @@ class AudioDataModule(SplitDataModule):
         if cfg.fixed_stats:
             self.normalizer.mean, self.normalizer.std = cfg.mean, cfg.std
         self.stats_computations = 0
-        self.skips = SkipCounter()
         self._ready = False
 
     # -------------------------------------------------------------------------------------- indexing

@@ -15,11 +15,20 @@ from torch import Tensor
 
 from datamodules.errors import LoadError
 
-FEATURE_VERSION = 1  # bump when the feature code changes: old cache entries are never reused
+FEATURE_VERSION = 2  # bump when the feature code changes: old cache entries are never reused (2: MAX_ABS_SAMPLE
+# refuses files whose features version 1 cached)
+MAX_ABS_SAMPLE = 1e3
+"""The largest |sample| a decoded file may hold. soundfile decodes PCM to [-1, 1) and float files as stored; a float
+file may exceed full scale a little (unnormalised mixes, inter-sample overs: a few dB), but 1e3 is +60 dBFS, which no
+recording reaches (a float file written in int16 scale, +-32768, is mis-scaled and refused too). The log-mel features
+of a sine at that amplitude peak near 19 (at full scale: 5); at 1e10 they sit near 50 and at 1e16 near 80, finite
+but far from every real clip, which skews the dataset mean / std; at 1e30 the float32 power spectrum overflows and
+they are NaN."""
 
 
 def decode(path: str | Path) -> tuple[Tensor, int]:
-    """Any soundfile format -> ((C, S) float32 waveform, sample rate); LoadError naming the file otherwise."""
+    """Any soundfile format -> ((C, S) float32 waveform, sample rate); LoadError naming the file otherwise, also for
+    non-finite samples or samples beyond +-MAX_ABS_SAMPLE."""
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
     except Exception as err:  # libsndfile raises LibsndfileError / RuntimeError / TypeError on bad files
@@ -27,7 +36,12 @@ def decode(path: str | Path) -> tuple[Tensor, int]:
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise LoadError(path, "no audio samples (empty file)")
     if not np.isfinite(data).all():
-        raise LoadError(path, "non-finite samples")
+        raise LoadError(path, f"{int((~np.isfinite(data)).sum())} non-finite sample(s)", kind="non_finite")
+    peak = float(np.abs(data).max())
+    if peak > MAX_ABS_SAMPLE:
+        raise LoadError(path, f"samples reach {peak:.3g}, beyond +-{MAX_ABS_SAMPLE:g} (decoded audio lies in [-1, 1]); "
+                              "rescale the file to [-1, 1] (float samples in int16 scale: divide by 32768)",
+                        kind="out_of_range")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
 
 

@@ -1,10 +1,10 @@
 """Graphs for GraphMAE: node-level (one big graph) and graph-level (many small graphs) data on torch-geometric.
 
 Sources (`data.source`, inferred when null):
-- "sbm" (default, offline, node level): PyG's `StochasticBlockModelDataset`, generated into `data.dir`:
+- "sbm" (default, offline, node level): PyG's `StochasticBlockModelDataset` graph, built in memory:
   `data.sbm_blocks` communities of equal size (`data.synthetic_size` nodes in all), edge probabilities
-  `data.sbm_p_in` / `data.sbm_p_out`, node features from sklearn's make_classification (class = community)
-  with `data.sbm_informative` informative features and `data.sbm_class_sep` separation.
+  `data.sbm_p_in` / `data.sbm_p_out`, `data.num_features` (null: 256) Cora-like bag-of-words features or
+  sklearn's make_classification (class = community, `data.sbm_informative`, `data.sbm_class_sep`).
 - "karate" (offline, node level): Zachary's karate club (34 nodes, 4 classes, identity features: num_features 34).
 - "motifs" (offline, graph level): `data.synthetic_size` generated graphs of 6 kinds (cycle, grid, tree,
   wheel, Erdos-Renyi, Barabasi-Albert) with a few random extra edges, WITHOUT node features (degree features).
@@ -14,10 +14,16 @@ Sources (`data.source`, inferred when null):
 - "smiles" (graph level): `data.root` = CSV with a `data.smiles_column` and optional `data.label_column`
   (molecules via `torch_geometric.utils.from_smiles`, 9 atom features; needs rdkit: `pip install rdkit`).
 
+`data.num_features=null` takes the width from the data (`inferred_options()` hands it to the model config):
+the features' width, or for graphs without features the largest degree + 1 (one-hot degree features).
+Options the chosen source does not read are an error (`datamodules/graph/options.py`).
+
 Bad input: self-loops are removed, edges made undirected, graphs without edges and isolated nodes are kept
-(GATConv adds self-loops), graphs without features get one-hot degree features, invalid SMILES and empty
-graphs are skipped with a warning and a count (`data.on_error=skip`) or raise, missing labels become -1
-(evaluation then skips them; all missing: RankMe only). Counts are in `datamodule.stats`.
+(GATConv adds self-loops), graphs without features get one-hot degree features; invalid SMILES, empty graphs and
+graphs with a node feature that is not finite or beyond +-1e15 are skipped with a warning and a count
+(`data.on_error=skip`) or raise; missing labels become -1 (evaluation then skips them; all missing: RankMe
+only), and a label that is no class index (-5, 1.5, several per graph) is an error naming it. Counts are in
+`datamodule.stats`.
 
 Node level: pre-training sees the whole graph (transductive, as GraphMAE): full batch (one step per
 `data.steps_per_epoch`), or with `data.subgraph_nodes=K` batches of BFS subgraphs of at most K nodes
@@ -41,17 +47,19 @@ from torch_geometric.data import Data
 
 from datamodules.base import SplitDataModule
 from datamodules.checks import OnError, build_config, check_fields, check_val_fraction
-from datamodules.errors import SkipCounter
 from datamodules.graph.ops import (
     CSR,
     PeKind,
     bfs_subgraph,
     clean_graph,
     collate_graphs,
+    feature_width,
+    graph_labels,
     num_subgraphs,
     positional_encoding,
     random_sign_flip,
 )
+from datamodules.graph.options import unread_options
 from datamodules.graph.sources import MOTIFS, motif_dataset, read_smiles_csv, topic_features
 from datamodules.indexing import split_indices
 from datamodules.sampling import SampleKey, SeededSampler, seeded, split_key
@@ -61,6 +69,8 @@ GraphSourceName = Literal["sbm", "karate", "motifs", "pyg", "smiles"]
 SbmFeatures = Literal["topics", "gaussian"]  # data.sbm_features
 SOURCES = get_args(GraphSourceName)
 PLANETOID = ("cora", "citeseer", "pubmed")
+KARATE = ("karate", "karateclub")
+SBM_WIDTH = 256  # data.num_features=null on the generated sbm features
 
 
 # ------------------------------------------------------------------------------------------- datasets
@@ -137,7 +147,7 @@ class GraphDataConfig:
     name: str | None = None  # source=pyg: a torch-geometric dataset (Cora, CiteSeer, PubMed, KarateClub, IMDB-BINARY...)
     root: str | None = None  # source=smiles: a CSV file with a SMILES column
     dir: str | None = None  # noqa: A003 - where datasets are downloaded / generated (null: $TMPDIR/mae_graph_data)
-    num_features: int = 256  # node-feature width of the data (featureless graphs: the one-hot degree width), >= 1
+    num_features: int | None = None  # node-feature width, >= 1; null: the data's (no features: max degree + 1; sbm 256)
     pe: PeKind = "laplacian"  # positional encodings: laplacian | random_walk | none
     pe_dim: int = 8  # positional-encoding width, >= 1
     batch_size: int = 32  # graphs (graph level) or subgraphs (node level with subgraph_nodes) per batch, >= 1
@@ -174,6 +184,9 @@ class GraphDataConfig:
         for key in ("sbm_p_in", "sbm_p_out", "sbm_topic_weight"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"data.{key} is a probability: it must be in [0, 1], got {getattr(self, key)}")
+        unread = unread_options(self)
+        if unread:
+            raise ValueError("options the chosen data does not read (they would be ignored): " + "; ".join(unread))
 
     @property
     def resolved_source(self) -> str:
@@ -181,6 +194,16 @@ class GraphDataConfig:
         if self.source is not None:
             return self.source
         return "pyg" if self.name is not None else "smiles" if self.root is not None else "sbm"
+
+    @property
+    def resolved_level(self) -> str:
+        """"node" (one big graph: sbm, karate, Planetoid, KarateClub) or "graph" (many small graphs)."""
+        source = self.resolved_source
+        if source in ("sbm", "karate"):
+            return "node"
+        if source == "pyg" and self.name is not None and self.name.lower() in (*PLANETOID, *KARATE):
+            return "node"
+        return "graph"
 
 
 # ----------------------------------------------------------------------------------------- datamodule
@@ -195,7 +218,6 @@ class GraphDataModule(SplitDataModule):
         super().__init__(build_config(GraphDataConfig, options, owner="GraphDataModule"))
         cfg = self.cfg
         self.source, self.subgraph_nodes = cfg.resolved_source, cfg.subgraph_nodes
-        self.skips = SkipCounter()
         self.stats: dict[str, int] = {}
         self._ready = False
 
@@ -209,7 +231,7 @@ class GraphDataModule(SplitDataModule):
         cfg = self.cfg
         if self.source == "sbm":
             return [self._sbm()], [str(c) for c in range(cfg.sbm_blocks)], "node"
-        if self.source == "karate" or (cfg.name or "").lower() in ("karate", "karateclub"):
+        if self.source == "karate" or (cfg.name or "").lower() in KARATE:
             from torch_geometric.datasets import KarateClub
 
             return [KarateClub()[0]], [str(c) for c in range(4)], "node"
@@ -236,16 +258,17 @@ class GraphDataModule(SplitDataModule):
         from torch_geometric.utils import stochastic_blockmodel_graph
 
         s, c = self.cfg, self.cfg.sbm_blocks
+        width = SBM_WIDTH if s.num_features is None else s.num_features
         sizes = [s.synthetic_size // c + (i < s.synthetic_size % c) for i in range(c)]
         probs = [[s.sbm_p_in if i == j else s.sbm_p_out for j in range(c)] for i in range(c)]
         n = sum(sizes)
         if s.sbm_features == "topics":
-            x, sizes = topic_features(sizes, s.num_features, words=s.sbm_words, topic_weight=s.sbm_topic_weight,
+            x, sizes = topic_features(sizes, width, words=s.sbm_words, topic_weight=s.sbm_topic_weight,
                                       seed=self.seed)
         else:
-            x, y = make_classification(n_samples=n, n_features=s.num_features, n_classes=c,
+            x, y = make_classification(n_samples=n, n_features=width, n_classes=c,
                                        weights=[z / n for z in sizes],
-                                       n_informative=min(s.sbm_informative, s.num_features),
+                                       n_informative=min(s.sbm_informative, width),
                                        n_redundant=0, class_sep=s.sbm_class_sep, random_state=self.seed)
             sizes = np.bincount(y, minlength=c).tolist()  # sklearn's exact class counts = the community sizes
             x = torch.from_numpy(x[y.argsort(kind="stable")]).float()  # (n, F) rows of class k = community k
@@ -259,20 +282,27 @@ class GraphDataModule(SplitDataModule):
             return
         cfg = self.cfg
         raw, self._classes, self.level = self._raw_graphs()
+        data = f"data.source={self.source}" + (f" ({cfg.name})" if cfg.name else f" ({cfg.root})" if cfg.root else "")
+        self.feature_width = feature_width(raw, given=cfg.num_features, what=data)
         graphs = []
         for i, g in enumerate(raw):
-            what = f"graph #{i} of data.source={self.source}" + (f" ({cfg.name})" if cfg.name else "")
+            what = f"graph #{i} of {data}"
+            labels = graph_labels(g.y, count=1 if self.level == "graph" else int(g.num_nodes or 0), what=what)
             try:
-                graphs.append(clean_graph(g, num_features=cfg.num_features, what=what, stats=self.stats))
+                graph = clean_graph(g, num_features=self.feature_width, what=what, stats=self.stats)
             except ValueError as err:
                 if cfg.on_error == "raise" or "data.num_features" in str(err):
                     raise
                 self.skips.skip(what, str(err))
+                continue
+            graph.y = labels
+            graphs.append(graph)
         if not graphs:
-            raise RuntimeError(f"no usable graph in data.source={self.source}")
+            first = f" (the first: {self.skips.skipped[0][1]})" if self.skips.count else ""
+            raise RuntimeError(f"no usable graph in {data}: {len(raw)} read, {self.skips.count} skipped{first}")
         self.stats["skipped"] = self.skips.count
         self.graphs = graphs
-        self.pes = [positional_encoding(cfg.pe, g.edge_index, g.num_nodes, cfg.pe_dim) for g in graphs]
+        self.pes = [positional_encoding(cfg.pe, g.edge_index, g.num_nodes, cfg.pe_dim, seed=self.seed) for g in graphs]
         flip = cfg.pe == "laplacian"
         if self.level == "graph":
             train_idx, val_idx = split_indices(len(graphs), val_fraction=cfg.val_fraction, seed=self.seed)
@@ -322,6 +352,20 @@ class GraphDataModule(SplitDataModule):
         self.probe_train, self.probe_eval = order[is_train].sort().values, order[~is_train].sort().values
         self.probe_split = f"{self.cfg.probe_per_class} labelled nodes per class -> the other labelled nodes"
         return True
+
+    def inferred_options(self) -> dict[str, int]:
+        """The `data` options left null that the data decides, for the model config: {"num_features": width} when
+        data.num_features is null (reads the data), else {}. The runner writes them into cfg.data before it builds
+        the module, whose tokenizer reads ${data.num_features}."""
+        if self.cfg.num_features is not None:
+            return {}
+        self._prepare()
+        return {"num_features": self.feature_width}
+
+    def fit_batch_to_split(self, world_size: int) -> int:
+        """Node level trains on the full graph or on subgraphs without drop_last: the batch never needs lowering."""
+        self._prepare()
+        return self.batch_size if self.level == "node" else super().fit_batch_to_split(world_size)
 
     # ---- loaders -----------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, *, sampler=None, drop_last: bool) -> DataLoader:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,6 +22,8 @@ from torch_geometric.utils import coalesce, degree, remove_self_loops, subgraph,
 
 PeKind = Literal["laplacian", "random_walk", "none"]  # data.pe
 PE_KINDS = get_args(PeKind)
+MAX_ABS_FEATURE = 1e15  # node features are fed as they are (no scaling): beyond this their float32 squares overflow
+UNLABELED = -1  # a missing label (evaluation leaves it out)
 
 
 # --------------------------------------------------------------------------------------------- cleaning
@@ -30,19 +33,82 @@ def degree_features(edge_index: Tensor, num_nodes: int, width: int) -> Tensor:
     return F.one_hot(deg.clamp_max(width - 1), width).float()
 
 
-def clean_graph(data: Data, *, num_features: int, what: str, stats: dict[str, int]) -> Data:
-    """Undirected, coalesced edges without self-loops; float node features of width `num_features`
-    (one-hot degree when the graph has none). Counts what it fixed in `stats`. Raises ValueError naming
-    `what` on an empty graph or features of the wrong width."""
-    n = int(data.num_nodes or 0)
-    if n < 1:
-        raise ValueError(f"{what}: graph without nodes")
-    edge_index = data.edge_index if data.edge_index is not None else torch.empty(2, 0, dtype=torch.long)
-    edge_index = edge_index.long()
+def clean_edges(edge_index: Tensor | None, num_nodes: int, stats: dict[str, int]) -> Tensor:
+    """(2, E) undirected, coalesced edges without self-loops (None: no edges); counts the self-loops removed."""
+    edge_index = edge_index.long() if edge_index is not None else torch.empty(2, 0, dtype=torch.long)
     before = edge_index.shape[1]
     edge_index, _ = remove_self_loops(edge_index)
     stats["self_loops_removed"] = stats.get("self_loops_removed", 0) + before - edge_index.shape[1]
-    edge_index = coalesce(to_undirected(edge_index, num_nodes=n), num_nodes=n)
+    return coalesce(to_undirected(edge_index, num_nodes=num_nodes), num_nodes=num_nodes)
+
+
+def feature_width(graphs: list[Data], *, given: int | None, what: str) -> int:
+    """The node-feature width of the data. Graphs with features: their width, which every graph must share and
+    `given` (data.num_features, None = infer) must equal (a ValueError names both). Graphs without any features
+    get one-hot degrees: `given` columns, or (None) the largest degree of the data + 1, so no degree is clipped."""
+    widths = {i: int(g.x.reshape(int(g.num_nodes or 0), -1).shape[1]) for i, g in enumerate(graphs) if g.x is not None}
+    if not widths:
+        if given is not None:
+            return given
+        degrees = [int(degree(clean_edges(g.edge_index, int(g.num_nodes), {})[0], int(g.num_nodes)).max())
+                   for g in graphs if g.num_nodes]
+        return max(degrees, default=0) + 1
+    found = sorted(set(widths.values()))
+    if len(found) > 1:
+        first = {w: next(i for i, v in widths.items() if v == w) for w in found}
+        raise ValueError(f"{what}: graphs have node features of different widths: "
+                         + ", ".join(f"graph #{i} is {w} wide" for w, i in first.items())
+                         + "; every graph of a dataset needs the same features")
+    if given is not None and given != found[0]:
+        raise ValueError(f"{what}: node features are {found[0]} wide but data.num_features={given}; "
+                         f"set data.num_features={found[0]}")
+    return found[0]
+
+
+def check_feature_values(x: Tensor, *, what: str) -> None:
+    """Raise ValueError naming the first node and feature column of (n, F) `x` that is NaN, infinite or beyond
+    +-MAX_ABS_FEATURE (checked in float64, before the float32 cast that would turn 1e200 into inf)."""
+    values = x.double()
+    bad = ~torch.isfinite(values) | (values.abs() > MAX_ABS_FEATURE)
+    if bool(bad.any()):
+        node, column = (int(v) for v in torch.nonzero(bad)[0])
+        raise ValueError(f"{what}: node {node}, feature column {column} is {float(values[node, column]):g} "
+                         f"({int(bad.sum())} such values in this graph): node features must be finite and within "
+                         f"+-{MAX_ABS_FEATURE:g} (they are fed unscaled; float32 squares overflow beyond); fix or "
+                         f"rescale the data")
+
+
+def graph_labels(y: Tensor | None, *, count: int, what: str) -> Tensor:
+    """(count,) long class labels: 1 for a graph, one per node for a node-level graph; None: all UNLABELED.
+    A ValueError names `what`, the item and the value for a label that is not an integer >= -1 (-1 = missing;
+    another negative number or a float would silently become a class or be truncated to one), or for a count
+    of labels other than `count` (several targets per graph: a multi-task or regression set)."""
+    if y is None:
+        return torch.full((count,), UNLABELED, dtype=torch.long)
+    flat = y.reshape(-1)
+    if flat.numel() != count:
+        per = "is expected (one class per graph)" if count == 1 else "are expected (one class per node)"
+        raise ValueError(f"{what}: {flat.numel()} labels (y of shape {tuple(y.shape)}) where {count} {per}; "
+                         f"multi-target or regression labels are not classes the probes can score")
+    values = flat.double()
+    bad = ~torch.isfinite(values) | (values != values.round()) | (values < UNLABELED)
+    if bool(bad.any()):
+        item = int(torch.nonzero(bad)[0])
+        where = "" if count == 1 else f" node {item}:"
+        raise ValueError(f"{what}:{where} label {float(values[item])!r} is not a class: labels must be integers "
+                         f">= 0 (-1 = missing){f' ({int(bad.sum())} such labels)' if count > 1 else ''}")
+    return flat.long()
+
+
+def clean_graph(data: Data, *, num_features: int, what: str, stats: dict[str, int]) -> Data:
+    """Undirected, coalesced edges without self-loops; float node features of width `num_features`
+    (one-hot degree when the graph has none). Counts what it fixed in `stats`. Raises ValueError naming
+    `what` on an empty graph, features of the wrong width, or a feature value that is not finite or beyond
+    +-MAX_ABS_FEATURE (`check_feature_values`)."""
+    n = int(data.num_nodes or 0)
+    if n < 1:
+        raise ValueError(f"{what}: graph without nodes")
+    edge_index = clean_edges(data.edge_index, n, stats)
     if edge_index.shape[1] == 0:
         stats["graphs_without_edges"] = stats.get("graphs_without_edges", 0) + 1
     isolated = n - int(torch.unique(edge_index[0]).numel()) if edge_index.numel() else n
@@ -51,15 +117,12 @@ def clean_graph(data: Data, *, num_features: int, what: str, stats: dict[str, in
     if x is None:
         stats["graphs_with_degree_features"] = stats.get("graphs_with_degree_features", 0) + 1
         x = degree_features(edge_index, n, num_features)
-    x = x.float().reshape(n, -1)
+    x = x.reshape(n, -1)
     if x.shape[1] != num_features:
         raise ValueError(f"{what}: node features are {x.shape[1]} wide but data.num_features={num_features}; "
                          f"set data.num_features={x.shape[1]}")
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        stats["non_finite_features_zeroed"] = stats.get("non_finite_features_zeroed", 0) + int(bad.sum())
-        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    out = Data(x=x, edge_index=edge_index, num_nodes=n)
+    check_feature_values(x, what=what)
+    out = Data(x=x.float(), edge_index=edge_index, num_nodes=n)
     for key in ("y", "train_mask", "val_mask", "test_mask"):
         if key in data and data[key] is not None:
             out[key] = data[key]
@@ -67,15 +130,30 @@ def clean_graph(data: Data, *, num_features: int, what: str, stats: dict[str, in
 
 
 # ------------------------------------------------------------------------------------ positional encodings
-def laplacian_pe(edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
+def laplacian_pe(edge_index: Tensor, num_nodes: int, k: int, *, seed: int = 0) -> Tensor:
     """(n, k) eigenvectors of the k smallest non-trivial eigenvalues of the symmetric normalised Laplacian
-    (PyG's AddLaplacianEigenvectorPE); graphs with n <= k get the n-1 available ones and zero columns."""
+    (PyG's AddLaplacianEigenvectorPE); graphs with n <= k get the n-1 available ones and zero columns.
+
+    Reproducible: PyG's sparse solver (scipy `eigsh`, from 100 nodes on) starts from a vector drawn from OS
+    entropy and PyG flips each column's sign with the global torch RNG; here `eigsh` starts from a vector drawn
+    from `seed` and the sign is canonical (`canonical_sign`), so the same graph and seed give bit-identical
+    encodings in any process, and the global RNG is left as it was."""
     k_eff = min(k, num_nodes - 1)
     if k_eff < 1:
         return torch.zeros(num_nodes, k)
     data = Data(edge_index=edge_index, num_nodes=num_nodes)
-    pe = AddLaplacianEigenvectorPE(k_eff, attr_name="pe", is_undirected=True)(data).pe.float()  # (n, k_eff)
-    return F.pad(pe, (0, k - k_eff))
+    v0 = np.random.default_rng(seed).uniform(-1.0, 1.0, num_nodes)  # (n,) as ARPACK's own start: uniform [-1, 1)
+    with torch.random.fork_rng(devices=[]):  # PyG's random sign draw must not move the global RNG
+        pe = AddLaplacianEigenvectorPE(k_eff, attr_name="pe", is_undirected=True, v0=v0)(data).pe  # (n, k_eff)
+    return F.pad(canonical_sign(pe).float(), (0, k - k_eff))
+
+
+def canonical_sign(vectors: Tensor) -> Tensor:
+    """(n, k) columns, each multiplied by the sign that makes its largest-magnitude entry positive (the first
+    such entry when several tie): eigenvectors are defined up to sign, this picks one without randomness."""
+    top = vectors.abs().argmax(dim=0)  # (k,) row of each column's largest |entry| (the first one on ties)
+    pivot = vectors.gather(0, top[None])  # (1, k)
+    return vectors * torch.where(pivot < 0, -1.0, 1.0).to(vectors.dtype)
 
 
 def random_walk_pe(edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
@@ -84,9 +162,10 @@ def random_walk_pe(edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
     return AddRandomWalkPE(walk_length=k, attr_name="pe")(data).pe.float()
 
 
-def positional_encoding(kind: str, edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
+def positional_encoding(kind: str, edge_index: Tensor, num_nodes: int, k: int, *, seed: int = 0) -> Tensor:
+    """(n, k) encodings of `kind` (data.pe); `seed` starts the Laplacian's eigen-solver (`laplacian_pe`)."""
     if kind == "laplacian":
-        return laplacian_pe(edge_index, num_nodes, k)
+        return laplacian_pe(edge_index, num_nodes, k, seed=seed)
     if kind == "random_walk":
         return random_walk_pe(edge_index, num_nodes, k)
     if kind == "none":

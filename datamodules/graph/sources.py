@@ -73,6 +73,27 @@ def motif_dataset(size: int, *, seed: int, min_nodes: int = 8, max_nodes: int = 
     return graphs
 
 
+def class_labels(cells: list[str], *, where: str) -> tuple[list[int], list[str]]:
+    """Label cells of a CSV (one per data row, line 2 on) -> (class index per row, -1 for an empty cell = missing;
+    class names). Numbers (every non-empty cell parses as one) are class indices 0..max and must be integers >= 0
+    ("1.0" is 1): a ValueError names `where`, the line and the value of the first other one (-5, 1.5, -1, nan),
+    which would otherwise become a class of its own or vanish into "missing". Any text: class names, sorted."""
+    given = [c for c in cells if c]
+    if not given:
+        return [-1] * len(cells), []
+    try:
+        numbers = [float(c) if c else None for c in cells]
+    except ValueError:  # text labels: class names
+        names = sorted(set(given))
+        return [names.index(c) if c else -1 for c in cells], names
+    for line, (cell, value) in enumerate(zip(cells, numbers), start=2):
+        if value is not None and not (math.isfinite(value) and value.is_integer() and value >= 0):
+            raise ValueError(f"{where} line {line}: label {cell!r} is not a class index: numeric labels must be "
+                             f"integers >= 0 (0..C-1); leave the cell empty for a molecule without a label")
+    labels = [-1 if v is None else int(v) for v in numbers]
+    return labels, [str(c) for c in range(max(labels) + 1)]
+
+
 def read_smiles_csv(path: str, *, smiles_column: str, label_column: str | None, on_error: str,
                     skips: SkipCounter) -> tuple[list[Data], list[str]]:
     """Molecules of a CSV (from_smiles: 9 integer atom features as floats); invalid SMILES skipped or raise."""
@@ -96,11 +117,9 @@ def read_smiles_csv(path: str, *, smiles_column: str, label_column: str | None, 
     if label_column is not None and label_column not in rows[0]:
         raise ValueError(f"{str(file)!r} has no column {label_column!r} (data.label_column; null for none)")
     raw = [(r.get(label_column) or "").strip() if label_column else "" for r in rows]
-    names = sorted({v for v in raw if v})
-    numeric = all(v.lstrip("-").isdigit() for v in names)
-    classes = [str(c) for c in range(max(int(v) for v in names) + 1)] if numeric and names else names
+    labels, classes = class_labels(raw, where=f"{str(file)!r} column {label_column!r} (data.label_column)")
     graphs = []
-    for line, (row, lab) in enumerate(zip(rows, raw), start=2):
+    for line, (row, label) in enumerate(zip(rows, labels), start=2):
         smiles = (row[smiles_column] or "").strip()
         if not smiles or Chem.MolFromSmiles(smiles) is None or Chem.MolFromSmiles(smiles).GetNumAtoms() == 0:
             if on_error == "raise":
@@ -108,7 +127,6 @@ def read_smiles_csv(path: str, *, smiles_column: str, label_column: str | None, 
             skips.skip(f"{file}:{line}", f"invalid SMILES {smiles!r}")
             continue
         mol = from_smiles(smiles)
-        label = -1 if not lab else int(lab) if numeric else names.index(lab)
         graphs.append(Data(x=mol.x.float(), edge_index=mol.edge_index, num_nodes=mol.num_nodes,
                            y=torch.tensor([label])))
     if not graphs:

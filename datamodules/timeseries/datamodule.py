@@ -15,6 +15,10 @@ multivariate; unequal lengths are padded at the end with an `observed` mask (-> 
 `context` (`unequal`). Batches are {"series": (B, context, C), "observed": (B, context) bool, "label": (B,)}. The
 official TRAIN split pre-trains and fits the probes, TEST is the validation split the probes are scored on (the
 UCR protocol).
+
+An option the chosen task does not read is an error naming it (datamodules/timeseries/options.py). Values the float32
+model cannot take are errors at load time naming the file, column and line (CSV: infinite or beyond the float32
+range, or beyond +-1e15 after the scaler) or series, dim and step (.ts: infinite or beyond +-1e15).
 """
 from __future__ import annotations
 
@@ -31,13 +35,16 @@ from datamodules.base import SplitDataModule
 from datamodules.checks import build_config, check_fields, check_val_fraction
 from datamodules.indexing import split_indices
 from datamodules.timeseries.forecast import (
+    MAX_ABS_VALUE,
     WindowDataset,
+    check_values,
     fill_missing,
     forecast_borders,
     quoted,
     read_forecast_csv,
     write_demo_csv,
 )
+from datamodules.timeseries.options import unread_options
 from datamodules.timeseries.ucr import SeriesDataset, bundled_ucr_dir, bundled_ucr_names, clean_series, read_ts
 
 Task = Literal["classify", "forecast"]
@@ -55,7 +62,7 @@ class TimeSeriesDataConfig:
     names the key (`data.<field>`), what it got and what to write. Lists are stored as tuples, paths as str."""
 
     task: Task = "classify"  # classify (UCR/UEA series + labels) | forecast (windows of a CSV)
-    name: str | None = "GunPoint"  # classify: a UCR/UEA set bundled with sktime (bundled_ucr_names())
+    name: str | None = "OSULeaf"  # classify: a UCR/UEA set bundled with sktime (bundled_ucr_names())
     train_file: str | None = None  # classify: an archive _TRAIN.ts file (overrides name)
     test_file: str | None = None  # classify: its _TEST.ts file (null: a val_fraction split of the train file)
     unequal: Unequal = "pad"  # classify, unequal lengths: pad (+ observed mask) | resample (linear, to context)
@@ -91,6 +98,18 @@ class TimeSeriesDataConfig:
                 raise ValueError(f"data.horizons[{i}] must be >= 1, got {h}")
         if not self.horizons:
             raise ValueError("data.horizons must hold at least one horizon, e.g. [96]")
+        unread = unread_options(self)
+        if unread:
+            raise ValueError(f"options data.task={self.task} does not read (they would be ignored): "
+                             + "; ".join(unread))
+
+    @property
+    def resolved_split(self) -> str:
+        """split, auto resolved: ett_hour / ett_minute for a data.root named ETTh* / ETTm*, else ratios (the demo)."""
+        if self.split != "auto":
+            return self.split
+        stem = Path(self.root).stem.lower() if self.root is not None else ""
+        return "ett_hour" if stem.startswith("etth") else "ett_minute" if stem.startswith("ettm") else "ratios"
 
     @property
     def sorted_horizons(self) -> list[int]:
@@ -126,17 +145,16 @@ class TimeSeriesDataModule(SplitDataModule):
         raw, self.channel_names = read_forecast_csv(path, date_column=self.cfg.date_column, columns=self.cfg.columns)
         context = self.cfg.context if self.cfg.context is not None else 512
         self.context_len = context
-        split = self.cfg.split
-        if split == "auto":
-            stem = path.stem.lower()
-            split = "ett_hour" if stem.startswith("etth") else "ett_minute" if stem.startswith("ettm") else "ratios"
-        borders = forecast_borders(raw.shape[0], split=split, context=context, ratios=self.cfg.ratios)
+        borders = forecast_borders(raw.shape[0], split=self.cfg.resolved_split, context=context, ratios=self.cfg.ratios)
         own = [(borders[0][0], borders[0][1]), (borders[0][1], borders[1][1]), (borders[1][1], borders[2][1])]
         for (lo, hi), part in zip(own, ("train", "val", "test")):  # interpolate inside each split only: no leak
             raw[lo:hi] = fill_missing(raw[lo:hi], on_nan=self.cfg.on_nan, where=f"{where} ({part} rows {lo}-{hi})",
                                       names=self.channel_names)
         self.scaler = StandardScaler().fit(raw[: borders[0][1]])  # train rows only; zero variance -> scale 1
-        data = torch.from_numpy(self.scaler.transform(raw)).float()  # (T, C)
+        scaled = self.scaler.transform(raw)  # (T, C) float64
+        check_values(scaled, limit=MAX_ABS_VALUE, where=where, names=self.channel_names, raw=raw,
+                     what=f"after the StandardScaler fitted on the train rows 0-{borders[0][1]}")
+        data = torch.from_numpy(scaled).float()  # (T, C)
         self.split_rows = {}
         for (lo, hi), part in zip(borders, ("train", "val", "test")):
             need = context + self.horizons[0]

@@ -18,6 +18,34 @@ from datamodules.sampling import SampleKey, split_key
 
 ETT_MONTH_ROWS = {"ett_hour": 30 * 24, "ett_minute": 30 * 24 * 4}  # rows per 30-day month
 ETT_URL = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/{name}.csv"
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # ~3.4e38: a raw value beyond it is an error (the model is float32)
+MAX_ABS_VALUE = 1e15  # the largest |value| fed to the model (forecast: after the StandardScaler; classify: raw):
+# RevIN's float32 variance of a window sums squares, which overflow to inf beyond ~1e19
+
+
+def first_bad_value(values: np.ndarray, *, limit: float, allow_nan: bool) -> tuple[int, int, int] | None:
+    """(row, column, how many) of the first value of (T, C) `values` in row-major order that is infinite, beyond
+    +-limit, or NaN (unless allow_nan: a missing value, filled or refused by data.on_nan); None if none is."""
+    bad = np.isinf(values) | (np.abs(np.nan_to_num(values)) > limit)
+    if not allow_nan:
+        bad |= np.isnan(values)
+    if not bad.any():
+        return None
+    row, col = np.argwhere(bad)[0]
+    return int(row), int(col), int(bad.sum())
+
+
+def check_values(scaled: np.ndarray, *, limit: float, where: str, names: Sequence[str], raw: np.ndarray,
+                 what: str) -> None:
+    """ValueError naming the file, column, line and value of the first (T, C) `scaled` value (of CSV `raw`) that
+    is not finite or beyond +-limit; `what` says what was done to the raw values."""
+    found = first_bad_value(scaled, limit=limit, allow_nan=False)
+    if found is not None:
+        row, col, count = found
+        raise ValueError(f"{where} column {names[col]!r}, line {row + 2}: {float(raw[row, col])!r} is "
+                         f"{scaled[row, col]:.3g} {what}, beyond +-{limit:g} ({count} such values; RevIN's float32 "
+                         f"variance overflows): the train rows do not show this column's scale; fix the cell or "
+                         f"rescale the column")
 
 
 def quoted(path: str | Path) -> str:
@@ -29,7 +57,8 @@ def read_forecast_csv(path: str | Path, *, date_column: str, columns: Sequence[s
     """ETT-layout CSV -> ((T, C) float64 values with NaN where missing, channel names). Rows must be in time order.
 
     Errors name the file and column: a missing file, a missing date column, unparseable or unsorted dates, a
-    non-numeric cell, an unknown `columns` entry, or no channel at all."""
+    non-numeric cell, an infinite value or one beyond the float32 range (with its line), an unknown `columns`
+    entry, or no channel at all."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"data.root {quoted(path)} does not exist or is not a file (a CSV with a "
@@ -65,7 +94,16 @@ def read_forecast_csv(path: str | Path, *, date_column: str, columns: Sequence[s
                 raise ValueError(f"{quoted(path)} column {name!r} is not numeric: {bad.iloc[0]!r} at line {line}; "
                                  f"drop the column or list the numeric ones in data.columns")
             frame[name] = cells
-    return frame[names].to_numpy(dtype=np.float64, copy=True), names
+    values = frame[names].to_numpy(dtype=np.float64, copy=True)  # (T, C)
+    found = first_bad_value(values, limit=FLOAT32_MAX, allow_nan=True)
+    if found is not None:
+        row, col, count = found
+        value = float(values[row, col])
+        problem = "not finite" if np.isinf(value) else f"beyond the float32 range +-{FLOAT32_MAX:.3g}"
+        raise ValueError(f"{quoted(path)} column {names[col]!r}, line {row + 2}: {value!r} is {problem} ({count} "
+                         f"such cells in the file); the model computes in float32: fix the cell or rescale the "
+                         f"column (an empty cell is a missing value, see data.on_nan)")
+    return values, names
 
 
 def forecast_borders(n: int, *, split: str, context: int, ratios: Sequence[float]) -> list[tuple[int, int]]:

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.sampling import SampleKey, split_key
-from datamodules.timeseries.forecast import fill_missing, quoted
+from datamodules.timeseries.forecast import MAX_ABS_VALUE, fill_missing, first_bad_value, quoted
 
 
 def bundled_ucr_dir() -> Path:
@@ -80,12 +80,21 @@ class SeriesDataset(Dataset):
 
 def clean_series(series: list[np.ndarray], *, on_nan: str, where: str) -> list[np.ndarray]:
     """Trailing NaN of every channel (unequal-length padding in the file) is cut; NaN inside a series is
-    interpolated or raises (on_nan); an empty series raises."""
+    interpolated or raises (on_nan); an empty series raises, and so does a value that is infinite or beyond
+    +-MAX_ABS_VALUE (the model sees the raw values; RevIN's float32 variance would overflow), naming it."""
     out = []
     for i, s in enumerate(series):
         rows = np.flatnonzero(~np.isnan(s).all(axis=1))
         if rows.size == 0:
             raise ValueError(f"{where}: series {i} holds no value")
         s = s[: rows[-1] + 1]
+        found = first_bad_value(s, limit=MAX_ABS_VALUE, allow_nan=True)
+        if found is not None:
+            step, dim, count = found
+            value = float(s[step, dim])
+            raise ValueError(f"{where} series {i} (data line {i + 1} after @data), dim_{dim}, step {step}: {value!r} "
+                             f"is {'not finite' if np.isinf(value) else 'too large'}: values must be finite and within "
+                             f"+-{MAX_ABS_VALUE:g} ({count} such values in the series; series are fed unscaled and "
+                             f"RevIN's float32 variance overflows); fix or rescale the file")
         out.append(fill_missing(s, on_nan=on_nan, where=f"{where} series {i}", names=[f"dim_{c}" for c in range(s.shape[1])]))
     return out

@@ -15,6 +15,7 @@ Augmentation randomness is a pure function of (seed, epoch, position) through `S
 from __future__ import annotations
 
 import csv
+import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import SplitDataModule
-from datamodules.checks import OnError, build_config, check_fields, check_val_fraction
+from datamodules.checks import (
+    OnError,
+    build_config,
+    changed_options,
+    check_demo_or_folder,
+    check_fields,
+    check_val_fraction,
+)
 from datamodules.errors import FileSubset, SkipCounter, verify_files
 from datamodules.indexing import UNLABELED, index_class_folder, resolve_source, split_indices
 from datamodules.sampling import SeededSampler
@@ -42,6 +50,8 @@ DemoLabel = Literal["digit", "direction"]
 VideoSourceName = Literal["demo", "folder"]
 BACKENDS, SHORT_POLICIES, SOURCES = get_args(Backend), get_args(ShortVideo), get_args(VideoSourceName)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DEMO_OPTIONS = ("demo_dir", "demo_videos_per_class", "demo_frames", "demo_size", "demo_label", "demo_digit_size")
+CROP_OPTIONS = {"crop_scales": "multiscale", "crop_area": "resized", "crop_aspect": "resized"}  # option -> its crop
 
 
 # -------------------------------------------------------------------------------------------- lists
@@ -126,7 +136,7 @@ class VideoDataConfig:
     crop: CropName = "short_side"  # the train crop (datamodules/video/crop.py); eval takes the centre box
     crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)  # crop=multiscale: box sides / short side, in (0, 1]
     crop_area: tuple[float, float] = (0.5, 1.0)  # crop=resized: [min, max] share of the frame's area
-    crop_aspect: tuple[float, float] = (0.75, 4 / 3)  # crop=resized: [min, max] aspect ratio
+    crop_aspect: tuple[float, float] = (0.75, 1.3333)  # crop=resized: [min, max] aspect ratio (MAE-ST's)
     repeat: int = 1  # MAE-ST repeated sampling: clips per decoded train video, >= 1
     short_video: ShortVideo = "loop"  # a video shorter than one clip: loop | pad (last frame) | skip (on_error)
     batch_size: int = 32  # clips per batch, a multiple of repeat
@@ -135,11 +145,11 @@ class VideoDataConfig:
     seed: int = 0  # the split, the demo videos and the augmentation draws
     on_error: OnError = "skip"  # an unreadable file: "skip" (warn + count in `skips`) or "raise"
     demo_dir: str | None = None  # source=demo: where the videos are written (null: a temp folder keyed by settings)
-    demo_videos_per_class: int = 40  # source=demo: videos per class, >= 2
+    demo_videos_per_class: int = 200  # source=demo: videos per class, >= 2
     demo_frames: int = 24  # source=demo: frames per video, >= 1
     demo_size: int = 40  # source=demo: frame side in pixels, >= 8
     demo_label: DemoLabel = "digit"  # source=demo: digit (10 classes) or direction (4 directions of motion)
-    demo_digit_size: int | None = None  # source=demo: digit side in pixels, <= demo_size; null: demo_size / 2
+    demo_digit_size: int | None = 28  # source=demo: digit side in pixels, <= demo_size; null: demo_size / 2
     pin_memory: bool = False  # DataLoader pin_memory
 
     def __post_init__(self) -> None:
@@ -163,6 +173,9 @@ class VideoDataConfig:
             raise ValueError(f"data.short_side must be >= {min(sizes)}, got {min(short)}")
         if self.channels != 3:
             raise ValueError(f"data.channels must be 3: decoded videos are RGB (got {self.channels!r})")
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"data.{key} must be finite numbers, got {[*values]}")
         if min(self.std) <= 0:
             raise ValueError(f"data.std must be positive, got {[*self.std]}")
         self.train_crop  # TrainCrop checks data.crop_scales / data.crop_area / data.crop_aspect
@@ -172,6 +185,19 @@ class VideoDataConfig:
         if self.demo_digit_size is not None and self.demo_digit_size > self.demo_size:
             raise ValueError(f"data.demo_digit_size={self.demo_digit_size} must be at most "
                              f"data.demo_size={self.demo_size}")
+        self._check_unread_options()
+
+    def _check_unread_options(self) -> None:
+        """An option the chosen source or crop does not read is an error naming it, not silently ignored."""
+        check_demo_or_folder(self, source=self.resolved_source, root=self.root, list_file=self.list,
+                             demo_options=DEMO_OPTIONS)
+        if self.video_dir is not None and self.list is None:
+            raise ValueError("data.video_dir is only read with data.list (the folder the list's relative paths start "
+                             "from): remove data.video_dir, or give the list as data.list")
+        for key in changed_options(self, tuple(CROP_OPTIONS)):
+            if CROP_OPTIONS[key] != self.crop:
+                raise ValueError(f"data.{key} is only read by data.crop={CROP_OPTIONS[key]}, but data.crop="
+                                 f"{self.crop}: set data.crop={CROP_OPTIONS[key]}, or remove data.{key}")
 
     @property
     def resolved_source(self) -> str:
@@ -222,7 +248,6 @@ class VideoDataModule(SplitDataModule):
         cfg = self.cfg
         self.source, self.backend, self.crop = cfg.resolved_source, cfg.resolved_backend, cfg.train_crop
         self.image_size, self.short_side = cfg.image_hw, cfg.short_side_range
-        self.skips = SkipCounter()
         self._ready = False
 
     def reader(self) -> ClipReader:
@@ -272,6 +297,12 @@ class VideoDataModule(SplitDataModule):
         return DataLoader(dataset, batch_size=videos_per_batch or self.batch_size, sampler=sampler,
                           drop_last=drop_last, num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0, collate_fn=collate_clips)
+
+    def fit_batch_to_split(self, world_size: int) -> int:
+        """batch_size counts clips (repeat per video): lowered to the videos this rank holds x repeat when fewer."""
+        videos = max(1, self.num_train // world_size)
+        self.batch_size = min(self.batch_size, videos * self.cfg.repeat)
+        return self.batch_size
 
     def train_dataloader(self) -> DataLoader:
         """batch_size / repeat videos per batch, each giving `repeat` clips; seeded shuffle, drop_last."""

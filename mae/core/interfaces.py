@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -31,10 +31,13 @@ class Tokenizer(nn.Module):
 
     grid: the token grid when it is fixed for the run ((H, W), (T, H, W), (T, F), (N,)), so structured maskers
     can refuse a wrong modality at start-up; None (default) for tokens without a fixed grid (points, nodes).
+    layout: what the tokens are, in words ("image patches", "series patches"); a `Target` that only fits some
+    layouts lists them in `Target.layouts`, and the config check refuses a mismatch before anything is built.
     """
 
     token_dim: int
     grid: tuple[int, ...] | None = None
+    layout: ClassVar[str] = "tokens"
 
     def forward(self, batch: dict[str, Tensor]) -> Tokens:
         raise NotImplementedError
@@ -112,6 +115,8 @@ class Target(nn.Module):
     """
 
     tokenwise: bool = True
+    layouts: ClassVar[tuple[str, ...] | None] = None
+    """The `Tokenizer.layout`s this target can be computed on (None, the default: any tokens)."""
     inverse_note: str = "reconstruction drawn as predicted"
     """How `invert` undoes the target, said in the reconstruction picture's title."""
 

@@ -21,8 +21,8 @@ from mae.core.tokens import Mask, Tokens
 
 def num_masked(num_tokens: int, ratio: float) -> int:
     """Exact count of hidden tokens: N - int(N * (1 - ratio)), as in MAE; at least one of each kind."""
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"mask.ratio must be in (0, 1), got {ratio}")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask.ratio must be a number in (0, 1), got {ratio!r}")
     keep = int(num_tokens * (1.0 - ratio))
     keep = min(max(keep, 1), num_tokens - 1)
     return num_tokens - keep
@@ -133,10 +133,11 @@ class BlockMasker(Masker):
 
     def __init__(self, *, ratio: float, num_blocks: int | None = None, min_aspect: float = 0.3) -> None:
         num_masked(2, ratio)
-        if num_blocks is not None and num_blocks < 1:
-            raise ValueError(f"mask.num_blocks must be >= 1, got {num_blocks}")
-        if not 0.0 < min_aspect <= 1.0:
-            raise ValueError(f"mask.min_aspect must be in (0, 1], got {min_aspect}")
+        whole = isinstance(num_blocks, int) and not isinstance(num_blocks, bool)
+        if num_blocks is not None and (not whole or num_blocks < 1):
+            raise ValueError(f"mask.num_blocks must be null or an integer >= 1, got {num_blocks!r}")
+        if isinstance(min_aspect, bool) or not isinstance(min_aspect, (int, float)) or not 0.0 < min_aspect <= 1.0:
+            raise ValueError(f"mask.min_aspect must be a number in (0, 1], got {min_aspect!r}")
         self.ratio, self.num_blocks, self.min_aspect = ratio, num_blocks, min_aspect
 
     def check_grid(self, grid: tuple[int, ...] | None) -> None:

@@ -29,8 +29,14 @@ def param_groups(module: nn.Module, *, weight_decay: float) -> list[dict]:
 
 def resolve_lr(*, blr: float, lr: float | None, effective_batch: int) -> float:
     """The peak learning rate, the one rule of every run: an absolute `lr` if given, else MAE's linear scaling
-    rule lr = blr * effective_batch / 256."""
-    return lr if lr is not None else blr * effective_batch / 256
+    rule lr = blr * effective_batch / 256. Raises ValueError unless the result is a finite number > 0."""
+    peak = lr if lr is not None else blr * effective_batch / 256
+    if isinstance(peak, bool) or not isinstance(peak, (int, float)) or not (math.isfinite(peak) and peak > 0):
+        rule = f"optim.blr={blr!r} x effective batch {effective_batch} / 256"
+        source = f"optim.lr={lr!r}" if lr is not None else rule
+        raise ValueError(f"the peak learning rate must be a number > 0, got {peak!r} from {source}: set optim.blr > 0 "
+                         "and optim.lr to null (the scaling rule) or a number > 0")
+    return peak
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

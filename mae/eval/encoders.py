@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mae.eval.features import extract_features
+from mae.eval.rankme import rankme
 from mae.eval.report import RANDOM_INIT_SUFFIX, evaluate_features
 
 
@@ -46,4 +47,16 @@ def probe_encoders(
         val_x, val_y = extract_features(embed, val_loader, device=module.device)
         metrics |= evaluate_features(train_x, train_y, val_x, val_y, k=k, temperature=temperature, suffix=suffix,
                                      knn_standardize=knn_standardize)
+    return metrics
+
+
+def rankme_encoders(module: nn.Module, encoders: dict[str, nn.Module], train_loader: Iterable[dict], *,
+                    max_samples: int | None) -> dict[str, float]:
+    """The label-free part of the default protocol: eval/rankme{suffix} of each encoder's pooled train features
+    (unlabeled data: no linear probe, no kNN, and the val split is not read)."""
+    metrics: dict[str, float] = {}
+    for suffix, encoder in encoders.items():
+        embed = lambda batch, encoder=encoder: module.embed(batch, encoder)  # noqa: E731
+        train_x, _ = extract_features(embed, train_loader, device=module.device, max_samples=max_samples)
+        metrics[f"eval/rankme{suffix}"] = rankme(train_x)
     return metrics

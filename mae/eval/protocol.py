@@ -3,7 +3,8 @@
 `EvalProtocol` holds the options every protocol shares (the `eval.*` keys) and builds the encoders to compare:
 the pretrained one and, with `random_init`, a randomly initialised twin of the same architecture (metric
 suffix `_random_init`). A protocol names its `task`; a datamodule lists the tasks it serves in `eval_tasks`
-(`mae.core.interfaces.EvalData`), and `check` refuses a mismatch at start-up, before any training.
+(`mae.core.interfaces.EvalData`), and `check` refuses a mismatch at start-up, before any training, as well as an
+objective that needs labels (`label_metrics`) on data without them.
 
 `FrozenProbe` (eval=default) is the shared protocol: pooled features -> linear probe, kNN, RankMe.
 Modalities add theirs: eval=graph (mae/modalities/graph/eval.py), eval=forecast (mae/modalities/timeseries/).
@@ -16,13 +17,16 @@ from torch import nn
 
 from mae.core.interfaces import EvalData
 from mae.core.module import MAEModule
-from mae.eval.encoders import frozen_encoders, probe_encoders
+from mae.eval.encoders import frozen_encoders, probe_encoders, rankme_encoders
+from mae.eval.report import RANDOM_INIT_SUFFIX
 
 
 class EvalProtocol:
     """Base of every protocol. Subclasses set `task` and implement `evaluate`."""
 
     task: ClassVar[str]
+    label_metrics: ClassVar[tuple[str, ...]] = ()
+    """Metrics (names without `eval/` and `_random_init`) computed only on labelled data. Default: none."""
 
     def __init__(self, *, enabled: bool = True, random_init: bool = True, knn_k: int = 20,
                  knn_temperature: float = 0.07, knn_standardize: bool = False, max_samples: int | None = None,
@@ -33,11 +37,24 @@ class EvalProtocol:
         self.knn_k, self.knn_temperature, self.knn_standardize = knn_k, knn_temperature, knn_standardize
         self.max_samples = max_samples
 
-    def check(self, data: EvalData) -> None:
-        """Raise ValueError at start-up when this protocol cannot evaluate `data`."""
-        if self.enabled and self.task not in data.eval_tasks:
+    def check(self, data: EvalData, *, objective: str | None = None) -> None:
+        """Raise ValueError at start-up when this protocol cannot evaluate `data`, or cannot produce `objective`
+        (a label metric) because `data` has no labels. Reads `data.has_labels` only for such an objective."""
+        if not self.enabled:
+            return
+        if self.task not in data.eval_tasks:
             raise ValueError(f"eval={self.task} cannot evaluate {type(data).__name__}, which serves eval="
                              f"{' / '.join(data.eval_tasks)}: choose one of those (or eval.enabled=false)")
+        if objective is not None and self.needs_labels(objective) and not data.has_labels:
+            suffix = RANDOM_INIT_SUFFIX if objective.endswith(RANDOM_INIT_SUFFIX) else ""
+            raise ValueError(f"objective={objective} needs class labels and the data has none ({type(data).__name__}, "
+                             "e.g. data.root=DIR of images without class subfolders): set "
+                             f"objective=eval/rankme{suffix} (RankMe needs no labels) or objective=val/loss")
+
+    def needs_labels(self, objective: str) -> bool:
+        """Whether `objective` is one of this protocol's `label_metrics` (with or without the random-init suffix)."""
+        name = objective.removeprefix("eval/").removesuffix(RANDOM_INIT_SUFFIX)
+        return objective.startswith("eval/") and name in self.label_metrics
 
     def applies(self, data: EvalData) -> bool:
         """Whether there is anything to evaluate after fit. Default: yes when enabled."""
@@ -54,15 +71,18 @@ class EvalProtocol:
 
 class FrozenProbe(EvalProtocol):
     """eval/linear_acc, eval/knn_acc, eval/rankme (+ the *_random_init twins) of pooled features (`module.embed`)
-    of `data.eval_dataloaders()` = (train split without augmentation, val split). Runs when the data has labels."""
+    of `data.eval_dataloaders()` = (train split without augmentation, val split). On data without labels (a flat
+    image folder) only eval/rankme (+ twin), which needs none, with a printed note."""
 
     task = "probe"
-
-    def applies(self, data: EvalData) -> bool:
-        return self.enabled and data.has_labels
+    label_metrics = ("linear_acc", "knn_acc")
 
     def evaluate(self, module: MAEModule, data: EvalData, encoders: dict[str, nn.Module]) -> dict[str, float]:
         train_loader, val_loader = data.eval_dataloaders()
+        if not data.has_labels:
+            print("\neval: the data has no labels: RankMe only (the linear probe and kNN need class labels)",
+                  flush=True)
+            return rankme_encoders(module, encoders, train_loader, max_samples=self.max_samples)
         return probe_encoders(module, encoders, train_loader, val_loader, k=self.knn_k,
                               temperature=self.knn_temperature, max_samples=self.max_samples,
                               knn_standardize=self.knn_standardize)

@@ -1,5 +1,5 @@
-"""Never lose a run: a checkpoint on SIGTERM / SIGUSR1 / SIGUSR2 at the next batch boundary (then requeue on SLURM
-or stop cleanly), and the data position restored when a run resumes from a mid-epoch checkpoint.
+"""Never lose a run: a checkpoint on SIGTERM / SIGUSR1 / SIGUSR2 at the next batch boundary, then requeue on SLURM
+or stop cleanly (the exact continuation is mae/train/resume.py).
 
 Why not Lightning's own handlers: `SLURMEnvironment(auto_requeue=True)` saves its `hpc_ckpt_N.ckpt` *inside* the
 signal handler, i.e. at an arbitrary point of a step (mid backward), and its SIGTERM handler only stops the run
@@ -9,25 +9,30 @@ ranks agreed (one all-reduce of a flag per step), so it is the exact state a res
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import subprocess
-import warnings
 from pathlib import Path
 from types import FrameType
 
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
-
-from datamodules.sampling import SeededSampler
 
 log = logging.getLogger(__name__)
 
 PREEMPTED_FILE = "preempted.txt"
 """Written to the checkpoint folder when a run stopped on a signal: which signal, at which step."""
+
+
+class Preempted(Exception):
+    """Raised by every rank at the first hook after the preemption checkpoint (once Lightning has logged that step):
+    the next batch's start, a validation's start or the epoch's end. It ends `trainer.fit` there, so no partial-epoch
+    validation runs and no later checkpoint (last / best) overwrites the preemption state."""
+
+    def __init__(self, signum: signal.Signals, step: int) -> None:
+        super().__init__(f"{signum.name} at step {step}: checkpoint saved")
+        self.signum, self.step = signum, step
 
 
 def _signal_number(name: str) -> signal.Signals:
@@ -48,7 +53,8 @@ def slurm_job_id() -> str | None:
 
 class PreemptionCheckpoint(L.Callback):
     """On any of `signals`: at the end of the current training batch every rank stops, `dirpath/last.ckpt` is saved
-    (atomically, through the trainer's checkpoint IO) and the run ends cleanly; with `requeue=true` under SLURM the
+    (atomically, through the trainer's checkpoint IO) and `Preempted` ends the fit (the runner reports it and exits
+    cleanly); with `requeue=true` under SLURM the
     job is requeued first (`scontrol requeue`, or the previous handler's own requeue, e.g. submitit's for its
     USR2 timeout signal). The requeued job uses the same run directory and `resume=auto` continues from there.
     """
@@ -59,6 +65,7 @@ class PreemptionCheckpoint(L.Callback):
         self.requeue = requeue
         self.received: signal.Signals | None = None
         self.stopped_at_step: int | None = None
+        self._stop_next = False
         self._previous: dict[signal.Signals, object] = {}
 
     # ---- signal plumbing ----------------------------------------------------------------------
@@ -91,9 +98,23 @@ class PreemptionCheckpoint(L.Callback):
             (self.dirpath / PREEMPTED_FILE).write_text(f"{self.received.name} at step {trainer.global_step}\n")
             log.warning("%s received: saved %s at step %d; resume with resume=auto", self.received.name, path,
                         trainer.global_step)
-        trainer.should_stop = True
         if self.requeue and slurm_job_id() is not None:
             self._requeue(trainer)
+        self._stop_next = True  # raised at the next hook: Lightning logs this step's row after this one
+
+    def _stop_if_saved(self) -> None:
+        if self._stop_next:
+            self._stop_next = False
+            raise Preempted(self.received, self.stopped_at_step)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._stop_if_saved()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_if_saved()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_if_saved()  # runs before the checkpoint callbacks' own epoch-end saving
 
     def _requeue(self, trainer: L.Trainer) -> None:
         previous = self._previous.get(self.received)
@@ -112,44 +133,14 @@ class PreemptionCheckpoint(L.Callback):
             else:
                 log.warning("requeued SLURM job %s", job)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _restore_handlers(self) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+        self._stop_if_saved()  # the signal came at the run's very last step
 
-def batches_done_in_epoch(trainer: L.Trainer) -> int:
-    """Training batches of the current epoch already consumed by the restored state (0 at an epoch boundary)."""
-    nb = trainer.num_training_batches
-    if not isinstance(nb, int) or nb <= 0 or math.isinf(nb):
-        return 0
-    acc = trainer.accumulate_grad_batches
-    steps_per_epoch = math.ceil(nb / acc)
-    done_steps = trainer.global_step - trainer.current_epoch * steps_per_epoch
-    return max(0, min(nb, done_steps * acc)) % nb
-
-
-class ResumeDataPosition(L.Callback):
-    """A run resumed from a mid-epoch checkpoint continues with the batches that come next: the training sampler
-    (a `SeededSampler`; any DistributedSampler gets the epoch) gets the restored epoch and skips the
-    samples this rank already consumed, so the resumed losses equal an uninterrupted run's."""
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        done = batches_done_in_epoch(trainer)
-        loaders = trainer.fit_loop._combined_loader.flattened if trainer.fit_loop._combined_loader else []
-        recreate = False
-        for loader in loaders:  # DataLoaders
-            if isinstance(loader.sampler, DistributedSampler):
-                loader.sampler.set_epoch(trainer.current_epoch)
-            if done and isinstance(loader.sampler, SeededSampler) and isinstance(loader.batch_size, int):
-                loader.sampler.set_start(done * loader.batch_size)
-            recreate |= loader.num_workers > 0
-        if done and all(isinstance(dl.sampler, SeededSampler) for dl in loaders):
-            # Lightning warns that a plain DataLoader cannot resume mid-epoch; this sampler does.
-            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
-        if done:
-            log.info("resuming mid-epoch: epoch %d, skipping %d batches already trained on", trainer.current_epoch, done)
-        if recreate and trainer.fit_loop._data_fetcher is not None:
-            # Worker loaders draw indices when their iterator is created (in FitLoop.setup_data, before this hook):
-            # create it again so the epoch and start set above are used.
-            iter(trainer.fit_loop._data_fetcher)
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()

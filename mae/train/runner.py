@@ -12,16 +12,25 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mae.core.interfaces import EvalData
+from datamodules.base import SplitDataModule
 from mae.core.module import MAEModule
 from mae.eval import format_summary
 from mae.eval.protocol import EvalProtocol
-from mae.train.checkpoints import find_resume_checkpoint
+from mae.train.checkpoints import check_checkpoint, find_resume_checkpoint, resume_candidates
 from mae.train.config_check import validate
-from mae.train.distributed import describe, resolve_batch
-from mae.train.preemption import PreemptionCheckpoint
+from mae.train.distributed import count_devices, describe, resolve_batch
+from mae.train.preemption import Preempted, PreemptionCheckpoint
+from mae.train.rundir import (
+    RunDirLock,
+    drop_rows_from_step,
+    recent_run_dirs,
+    save_run_config,
+    set_aside_previous_logs,
+    timestamped_run_dir_for_auto_resume,
+)
+from mae.train.skips import skipped_files_metrics
 from mae.train.sweep import check_sweeper_direction
 
 log = logging.getLogger(__name__)
@@ -33,13 +42,12 @@ def write_json_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def build(cfg: DictConfig) -> tuple[EvalData, MAEModule, L.Trainer, EvalProtocol]:
-    """Instantiate datamodule, module, trainer (with callbacks and loggers) and evaluation protocol from the
-    config; the protocol checks at once that it can evaluate this data."""
-    datamodule: EvalData = instantiate(cfg.data)
+def build(cfg: DictConfig, datamodule: SplitDataModule) -> tuple[MAEModule, L.Trainer, EvalProtocol]:
+    """Instantiate module, trainer (with callbacks and loggers) and evaluation protocol from the config; the protocol
+    checks at once that it can evaluate this data."""
     module: MAEModule = instantiate(cfg.module)
     evaluation: EvalProtocol = instantiate(cfg.eval)
-    evaluation.check(datamodule)
+    evaluation.check(datamodule, objective=cfg.objective)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     plugins = [instantiate(p) for p in (cfg.trainer.get("plugins") or [])]
@@ -48,7 +56,36 @@ def build(cfg: DictConfig) -> tuple[EvalData, MAEModule, L.Trainer, EvalProtocol
         # between steps, instead of Lightning's handler, which saves from inside the signal handler.
         plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
-    return datamodule, module, trainer, evaluation
+    return module, trainer, evaluation
+
+
+def adapt_to_data(cfg: DictConfig, datamodule: SplitDataModule, run_dir: Path) -> None:
+    """What only the data can say, written into cfg.data before the model and the optimisation are resolved: options
+    the data decides (the graph feature width) and, when the train split holds less than one batch per rank, a
+    lowered data.batch_size (printed; the lr then follows the rule from the new effective batch)."""
+    changed = dict(datamodule.inferred_options())
+    world = count_devices(cfg.trainer.get("devices", "auto"), cfg.trainer.get("accelerator", "auto")) * int(
+        cfg.trainer.get("num_nodes", 1))
+    asked = int(cfg.data.batch_size)
+    batch = datamodule.fit_batch_to_split(world)
+    if batch != asked:
+        if cfg.optim.get("effective_batch_size") is not None:
+            raise ValueError(f"the train split holds {datamodule.num_train} {datamodule.unit} ({world} rank(s)): fewer "
+                             f"than one data.batch_size={asked} per rank, and optim.effective_batch_size="
+                             f"{cfg.optim.effective_batch_size} is fixed; lower both")
+        changed["batch_size"] = batch
+        if rank_zero_only.rank == 0:
+            print(f"note: data.batch_size {asked} -> {batch}: the train split holds {datamodule.num_train} "
+                  f"{datamodule.unit} ({world} rank(s)), fewer than one batch per rank; the lr follows "
+                  f"{'optim.lr (absolute)' if cfg.optim.get('lr') is not None else 'blr x effective_batch / 256'}",
+                  flush=True)
+    if not changed:
+        return
+    with open_dict(cfg.data):
+        for key, value in changed.items():
+            cfg.data[key] = value
+    if rank_zero_only.rank == 0:
+        save_run_config(cfg, run_dir)  # load_run_module rebuilds the model from it
 
 
 def resolve_resume(cfg: DictConfig) -> str | None:
@@ -61,9 +98,30 @@ def resolve_resume(cfg: DictConfig) -> str | None:
         raise ValueError("set either resume=auto or ckpt_path=FILE, not both")
     if resume == "auto":
         found = find_resume_checkpoint(cfg.run_dir)
+        if found is None and timestamped_run_dir_for_auto_resume():
+            recent = "; ".join(str(p) for p in recent_run_dirs(Path("outputs"))) or "none under outputs/"
+            raise ValueError(f"resume=auto needs the directory of the run to continue: without hydra.run.dir each call "
+                             f"gets a new timestamped directory ({cfg.run_dir}), which holds nothing to resume. Add "
+                             f"hydra.run.dir=DIR (recent run directories with checkpoints: {recent})")
         log.info("resume=auto: %s", f"resuming from {found}" if found else "no checkpoint yet, starting fresh")
         return None if found is None else str(found)
     return ckpt_path
+
+
+def prepare_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
+    """Rank 0, under the lock: a fresh start refuses a directory that holds an earlier run's checkpoints (never
+    overwrite work) and moves an earlier run's logs aside; a resume drops the CSV rows logged after its checkpoint."""
+    if ckpt_path is None:
+        earlier = resume_candidates(run_dir)
+        if earlier:
+            raise ValueError(f"{run_dir} holds the checkpoints of an earlier run ({', '.join(p.name for p in earlier)}):"
+                             " continue it with resume=auto, or start elsewhere with another hydra.run.dir")
+        set_aside_previous_logs(run_dir)
+        return
+    step = check_checkpoint(ckpt_path)
+    dropped = drop_rows_from_step(run_dir / "csv" / "metrics.csv", step)
+    if dropped:
+        log.info("resume from step %d: dropped %d csv rows logged after it (they are logged again)", step, dropped)
 
 
 def resolve_optimisation(cfg: DictConfig, run_dir: Path) -> dict:
@@ -89,17 +147,32 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Fit and evaluate one configuration; writes <run_dir>/metrics.json and returns its content."""
+    """Fit and evaluate one configuration; writes <run_dir>/metrics.json and returns its content. The run directory
+    is locked for the whole run (rank 0; a second run there fails at once naming the holder)."""
     validate(cfg)
     check_sweeper_direction(cfg.objective)
-    L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank != 0:
+        return fit_and_evaluate(cfg, run_dir)
+    with RunDirLock(run_dir):
+        return fit_and_evaluate(cfg, run_dir)
+
+
+def fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_resume(cfg)
+    if rank_zero_only.rank == 0:
+        prepare_run_dir(run_dir, ckpt_path)
+    datamodule: SplitDataModule = instantiate(cfg.data)
+    adapt_to_data(cfg, datamodule, run_dir)
     resolve_optimisation(cfg, run_dir)
-    datamodule, module, trainer, evaluation = build(cfg)
+    module, trainer, evaluation = build(cfg, datamodule)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Preempted:
+        pass  # the checkpoint is written; reported below
     metrics = scalar_metrics(trainer)
     metrics["train/epochs"] = float(trainer.current_epoch)
     metrics["train/steps"] = float(trainer.global_step)
@@ -126,6 +199,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
         log.warning("non-finite metrics: %s", bad)
+    metrics |= skipped_files_metrics(trainer.callbacks)  # data/skipped*: every worker's and rank's skipped files
     write_json_atomic(metrics, run_dir / "metrics.json")
     print("\n" + format_summary(metrics))
     print(f"\nrun directory: {run_dir.resolve()}\n  metrics.json, checkpoints/, reconstructions/, csv/metrics.csv")
@@ -133,10 +207,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def objective_value(metrics: dict[str, float], objective: str) -> float:
-    """The number a Hydra sweeper optimises; a clear error if the run did not produce it. Ranks other than 0
-    (which do not evaluate) and runs stopped by a signal return NaN."""
+    """The number a Hydra sweeper optimises. Ranks other than 0 (which do not evaluate) and runs stopped by a signal
+    return NaN. The start-up checks (`mae.train.config_objective`, `EvalProtocol.check`) refuse every objective a
+    run can be known not to produce; one still missing after the work is done gives NaN (an Optuna trial marked
+    failed) and a warning naming the metrics there are, never an exit 1 after training: metrics.json is written."""
     if metrics.get("train/rank", 0.0) > 0 or metrics.get("train/preempted"):
         return float("nan")
     if objective not in metrics:
-        raise KeyError(f"objective {objective!r} is not among the run's metrics: {sorted(metrics)}")
+        log.warning("objective=%s is not among the run's metrics (returning NaN); metrics.json holds: %s",
+                    objective, ", ".join(sorted(metrics)))
+        return float("nan")
     return metrics[objective]

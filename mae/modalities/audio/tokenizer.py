@@ -21,6 +21,8 @@ class SpectrogramTokenizer(Tokenizer):
     """batch["fbank"] (B, T, F) normalised log-mel -> Tokens(values (B, N, p*p), pos (1, N, 2) = (time, freq),
     grid (T/p, F/p))."""
 
+    layout = "spectrogram patches"
+
     def __init__(self, *, frames: int, mel_bins: int, patch_size: int, key: str = "fbank") -> None:
         super().__init__()
         if patch_size < 1 or frames % patch_size or mel_bins % patch_size:

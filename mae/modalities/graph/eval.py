@@ -80,6 +80,7 @@ class GraphProbe(EvalProtocol):
     graph embeddings (graph level), and `embeddings.png` in `plot_dir` (null: no picture)."""
 
     task = "graph"
+    label_metrics = ("linear_acc", "knn_acc")  # without labels: RankMe only (evaluate_features)
 
     def __init__(self, *, plot_dir: str | None = None, **options) -> None:
         super().__init__(**options)

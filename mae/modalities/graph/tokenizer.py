@@ -18,7 +18,12 @@ from mae.core.tokens import Tokens
 class GraphTokenizer(Tokenizer):
     """batch -> Tokens of nodes. `num_features` must equal the data's node-feature width (data.num_features)."""
 
-    def __init__(self, *, num_features: int, pe_dim: int) -> None:
+    layout = "graph nodes"
+
+    def __init__(self, *, num_features: int | None, pe_dim: int) -> None:
+        if num_features is None:
+            raise ValueError("tokenizer.num_features is null (data.num_features=null: the width is read from the data "
+                             "when train.py starts a run); to build the model on its own, set data.num_features=N")
         super().__init__()
         if num_features < 1 or pe_dim < 1:
             raise ValueError(f"tokenizer.num_features and pe_dim must be >= 1, got {num_features}, {pe_dim}")

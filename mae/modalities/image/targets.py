@@ -10,6 +10,7 @@ from torch import Tensor
 from mae.core.grid import unpatchify
 from mae.core.interfaces import Target
 from mae.core.tokens import Tokens
+from mae.modalities.image.tokenizer import ImageTokenizer
 
 
 def gaussian_kernel(size: int, std: float) -> Tensor:
@@ -30,6 +31,7 @@ class HOGTarget(Target):
 
     tokenwise = False  # the Sobel filter reads the neighbouring patches: computed on the whole image, then gathered
     inverse_note = "target=HOG: a histogram has no pixel inverse, no reconstruction drawn"
+    layouts = (ImageTokenizer.layout,)
 
     def __init__(self, *, channels: int, patch_size: int, cell_size: int = 8, bins: int = 9, gaussian_window: int = 0) -> None:
         super().__init__()

@@ -12,6 +12,8 @@ from mae.core.tokens import Tokens
 class ImageTokenizer(Tokenizer):
     """batch["image"] (B, C, H, W) -> Tokens(values (B, N, C*p*p), pos (1, N, 2) = (row, col), grid (h, w))."""
 
+    layout = "image patches"
+
     def __init__(self, *, image_size: int | list[int], channels: int, patch_size: int, key: str = "image") -> None:
         super().__init__()
         h, w = as_hw(image_size)

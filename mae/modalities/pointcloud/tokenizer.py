@@ -17,6 +17,7 @@ from mae.modalities.pointcloud.ops import group_points
 class PointCloudTokenizer(Tokenizer):
     """batch["points"] (B, N, 3) -> Tokens(values (B, G, k*3), pos (B, G, 3) centres, grid None)."""
 
+    layout = "point groups"
 
     def __init__(self, *, num_groups: int = 64, group_size: int = 32, key: str = "points") -> None:
         super().__init__()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from mae.core.targets import PixelTarget
+from mae.modalities.timeseries.tokenizer import PatchTSTTokenizer
 
 
 class RevINPatchTarget(PixelTarget):
@@ -9,3 +10,4 @@ class RevINPatchTarget(PixelTarget):
     normalised every (series, channel) with its own mean/std."""
 
     inverse_note = "target=RevIN patches: reconstruction drawn as predicted, in RevIN units"
+    layouts = (PatchTSTTokenizer.layout,)

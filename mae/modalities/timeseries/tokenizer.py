@@ -79,6 +79,8 @@ class PatchTSTTokenizer(Tokenizer):
     frozen-feature evaluation: "concat" (B, C*D) (keeps which channel said what) or "mean" (B, D).
     """
 
+    layout = "series patches"
+
     def __init__(self, *, patch_len: int, merge: str = "concat", key: str = "series",
                  observed_key: str = "observed", eps: float = REVIN_EPS) -> None:
         super().__init__()

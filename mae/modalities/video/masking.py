@@ -109,7 +109,7 @@ class RunningCellDecoderMask(DecoderMask):
     what = "decoder_mask=running_cell"
 
     def __init__(self, *, ratio: float = 0.5) -> None:
-        if not 0.0 < int(4 * ratio) < 4:
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < int(4 * ratio) < 4:
             raise ValueError(f"decoder_mask.ratio={ratio}: the running cell hides int(4 ratio) of 4 tokens, which "
                              "must be 1, 2 or 3: choose a ratio in [0.25, 1)")
         self.ratio = float(ratio)

@@ -9,7 +9,7 @@ from torch import Tensor
 from mae.core.interfaces import Target
 from mae.core.tokens import Tokens
 from mae.modalities.image.targets import HOGTarget
-from mae.modalities.video.tokenizer import untubeletify
+from mae.modalities.video.tokenizer import VideoTokenizer, untubeletify
 
 
 class TubeletNormPixTarget(Target):
@@ -19,6 +19,7 @@ class TubeletNormPixTarget(Target):
     is the same up to eps. Token values must be in (C, t, p, p) order."""
 
     inverse_note = "target=norm_pix (per tubelet and channel): reconstruction un-normalised with the TRUE statistics"
+    layouts = (VideoTokenizer.layout,)
 
     def __init__(self, *, eps: float = 1e-6, channels: int = 3) -> None:
         super().__init__()
@@ -49,6 +50,7 @@ class VideoHOGTarget(HOGTarget):
     length is read from the token width (C*t*p*p)."""
 
     inverse_note = "target=HOG: a histogram has no pixel inverse, no reconstruction drawn"
+    layouts = (VideoTokenizer.layout,)
 
     def check_grid(self, grid: tuple[int, ...] | None) -> None:
         if grid is None or len(grid) != 3:

@@ -42,6 +42,8 @@ class VideoTokenizer(Tokenizer):
     """batch["video"] (B, C, T, H, W) normalised clips -> Tokens(values (B, N, C*t*p*p), pos (1, N, 3) = (t, h, w),
     grid (T/t, H/p, W/p)). `mean`/`std`: the datamodule's per-channel normalisation, undone in pictures."""
 
+    layout = "video tubelets"
+
     def __init__(self, *, num_frames: int, image_size: int | list[int], tubelet_size: int, patch_size: int,
                  channels: int = 3, mean: Sequence[float] = (0.485, 0.456, 0.406),
                  std: Sequence[float] = (0.229, 0.224, 0.225), key: str = "video") -> None:
