@@ -200,6 +200,8 @@ def test_format_summary_side_by_side():
         "eval/rankme_random_init": 12.25,
         "train/loss": 0.123456,
         "val/loss": 0.2,
+        "data/skipped": 4.0,
+        "data/skipped/OSError": 3.0,
     }
     text = format_summary(metrics)
     lines = text.splitlines()
@@ -207,6 +209,8 @@ def test_format_summary_side_by_side():
     row = next(line for line in lines if line.startswith("eval/linear_acc"))
     assert "0.9100" in row and "0.4000" in row
     assert any(line.startswith("train/loss") and "0.1235" in line for line in lines)
+    assert any(line.split() == ["data/skipped", "4"] for line in lines)  # counts print as whole numbers
+    assert any(line.split() == ["data/skipped/OSError", "3"] for line in lines)
     assert not any(line.startswith("eval/rankme_random_init") for line in lines)
     rows = [line for line in lines if line.startswith("eval/")]
     assert len({len(r) for r in rows}) == 1  # aligned

@@ -44,3 +44,18 @@ def test_the_real_config_reads_every_option_it_is_given(tmp_path):
     cfg = compose_cfg(["modality=video", "data.root=/k400", "data.demo_size=64"], tmp_path)
     with pytest.raises(InstantiationException, match=r"data\.demo_size is only read by data\.source='demo'"):
         instantiate(cfg.data)
+
+
+def test_a_split_smaller_than_one_batch_lowers_the_batch_to_whole_videos_times_repeat(tmp_path):
+    """The runner's small-split rule (`fit_batch_to_split`): batch_size counts clips, `repeat` per video."""
+    dm = VideoDataModule(demo_dir=str(tmp_path / "demo"), demo_label="direction", demo_videos_per_class=3,
+                         demo_frames=12, demo_size=32, num_frames=4, sampling_rate=2, image_size=16,
+                         short_side=[16, 24], repeat=2, batch_size=64, val_fraction=0.2)
+    videos = dm.num_train  # 12 demo videos, 0.2 of them held out
+    assert videos < 32
+    assert dm.fit_batch_to_split(2) == (videos // 2) * 2  # per rank: its videos x repeat
+    assert dm.fit_batch_to_split(1) == (videos // 2) * 2  # never raised again once lowered
+    dm.batch_size = 64
+    assert dm.fit_batch_to_split(1) == videos * 2
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 1 and batches[0]["video"].shape[0] == videos * 2

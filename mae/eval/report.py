@@ -48,6 +48,10 @@ def evaluate_features(
     return metrics
 
 
+COUNT_PREFIXES = ("data/skipped",)
+"""Keys that are counts, printed as integers."""
+
+
 def _fmt(value: float) -> str:
     """A number in a fixed-width friendly form: 4 decimals, or 4 significant digits when large/small."""
     if math.isfinite(value) and value != 0 and not 1e-3 <= abs(value) < 1e5:
@@ -77,5 +81,7 @@ def format_summary(metrics: dict[str, float]) -> str:
         if others:
             lines.append("")
     for key in others:
-        lines.append(f"{key:<{width}}  {_fmt(float(metrics[key]))}")
+        value = float(metrics[key])
+        count = key.startswith(COUNT_PREFIXES) and value.is_integer()  # data/skipped: a number of files
+        lines.append(f"{key:<{width}}  {int(value) if count else _fmt(value)}")
     return "\n".join(lines)
