@@ -5,14 +5,15 @@ Subclasses pass their checked options (`cfg`, a frozen `<M>DataConfig` with at l
 Files a subclass drops under `data.on_error="skip"` go to `self.skips` (a `SkipCounter`)."""
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import lightning as L
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.errors import SkipCounter
-from datamodules.sampling import SeededSampler
+from datamodules.sampling import SampleKey, SeededSampler, split_key
 
 
 class LoaderOptions(Protocol):
@@ -22,6 +23,32 @@ class LoaderOptions(Protocol):
     num_workers: int
     pin_memory: bool
     seed: int
+
+
+@runtime_checkable
+class Labelled(Protocol):
+    """A dataset that lists its samples' labels without loading them (for `limit_train`'s class-balanced subsets)."""
+
+    def sample_labels(self) -> list[int]: ...
+
+
+class PositionSubset(Dataset):
+    """The samples of `dataset` at `positions`, keyed as the seeded sampler keys them ((sample_seed, i) or i)."""
+
+    def __init__(self, dataset: Dataset, positions: Sequence[int]) -> None:
+        self.dataset, self.positions = dataset, list(positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, key: SampleKey):
+        sample_seed, i = split_key(key)
+        position = self.positions[i]
+        return self.dataset[position if sample_seed is None else (sample_seed, position)]
+
+    def sample_labels(self) -> list[int]:
+        labels = self.dataset.sample_labels()
+        return [labels[p] for p in self.positions]
 
 
 class SplitDataModule(L.LightningDataModule):
@@ -65,6 +92,26 @@ class SplitDataModule(L.LightningDataModule):
     def num_train(self) -> int:
         self._prepare()
         return len(self.train_set)
+
+    def train_labels(self) -> list[int]:
+        """The label of every train sample, in order (-1 = unlabeled); ValueError when the train set cannot list them."""
+        self._prepare()
+        if not isinstance(self.train_set, Labelled):
+            raise ValueError(f"{type(self).__name__}'s train split ({type(self.train_set).__name__}) does not list its "
+                             "labels: finetune.label_fraction < 1 is not available for this data")
+        return self.train_set.sample_labels()
+
+    def limit_train(self, positions: Sequence[int]) -> None:
+        """Keep only the train samples at `positions` (both the augmented and the plain train split): the labelled
+        share of a label-efficiency run. The val split is untouched."""
+        self._prepare()
+        self.train_set = PositionSubset(self.train_set, positions)
+        self.train_eval_set = PositionSubset(self.train_eval_set, positions)
+
+    def test_dataloader(self) -> DataLoader:
+        """What a fine-tuned model is finally scored on. Default: the val split (held out from pre-training and
+        fine-tuning alike); a datamodule with multi-view testing (video clips x crops) returns its views here."""
+        return self.val_dataloader()
 
     def inferred_options(self) -> dict[str, object]:
         """`data` options left null that the data decides (e.g. the graph feature width); the runner writes them into

@@ -189,6 +189,10 @@ class FileSubset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def sample_labels(self) -> list[int]:
+        """The label of every sample of the subset, in order, without loading a file (`datamodules.base.Labelled`)."""
+        return [self.labels[i] for i in self.indices]
+
     def __getitem__(self, key: SampleKey) -> dict:
         return seeded(key, self._get)
 

@@ -3,6 +3,7 @@ seed, so augmentation is a pure function of (seed, epoch, position): exact resum
 the number of workers."""
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -82,12 +83,18 @@ def split_key(key: SampleKey) -> tuple[int | None, int]:
 def seeded(key: SampleKey, fn: Callable[[int], T]) -> T:
     """fn(index); for a (sample_seed, index) key, run under a forked CPU RNG seeded with sample_seed.
 
-    Only the CPU generator is reseeded and it is restored afterwards, so the caller's RNG stream (and any
-    CUDA generator) is untouched. Plain int keys run fn as is.
+    The CPU generator and Python's `random` (which timm's RandAugment / RandomResizedCropAndInterpolation draw from)
+    are reseeded and restored afterwards, so the caller's RNG streams (and any CUDA generator) are untouched. Plain
+    int keys run fn as is.
     """
     sample_seed, index = split_key(key)
     if sample_seed is None:
         return fn(index)
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(sample_seed)
-        return fn(index)
+    state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(sample_seed)
+            random.seed(sample_seed)
+            return fn(index)
+    finally:
+        random.setstate(state)

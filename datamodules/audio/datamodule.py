@@ -1,10 +1,26 @@
-"""Audio for Audio-MAE: Kaldi log-mel filterbanks of an audio folder / ESC-50-style CSV, or generated demo sounds.
+"""Audio for Audio-MAE: Kaldi log-mel filterbanks of an audio folder, an ESC-50-style or AudioSet-style (multi-label)
+CSV, or generated demo sounds.
 
 Pipeline per clip: decode (soundfile) -> down-mix to mono -> resample (torchaudio) -> subtract the DC mean
--> `torchaudio.compliance.kaldi.fbank` of the whole file (optionally cached on disk) -> crop / pad to
-`frames` frames (random crop in train, centre in val/eval) -> (x - mean) / std with dataset statistics.
-Batches are dicts {"fbank": (B, T, F) float, "label": (B,) int64, -1 when unlabeled}. The features are in
+-> `torchaudio.compliance.kaldi.fbank` of the whole file (optionally cached on disk) -> (x - mean) / std with
+dataset statistics -> crop / pad to `frames` frames (random crop in train, centre in val/eval) -> in the train split
+only, SpecAugment when `freqm` / `timem` > 0 (Audio-MAE's fine-tuning: one frequency band and one time band set to 0).
+Batches are dicts {"fbank": (B, T, F) float, "label": (B,) int64, -1 when unlabeled}; a multi-label CSV adds
+"labels": (B, K) multi-hot float, and "label" is then the first positive class (the lowest index, as Audio-MAE's
+`calculate_stats` takes argmax of the target), -1 for a clip without one. The features are in
 datamodules/audio/features.py, the demo sounds in datamodules/audio/demo.py.
+
+Multi-label CSV (AudioSet; `read_multilabel_csv`): a header with a path column (`path` or `filename`) and `labels`,
+the class names of a clip in one cell separated by `label_delimiter` (default ",": AudioSet's `positive_labels`
+and Audio-MAE's / AST's `labels` field hold comma-separated mids, "/m/09x0r,/m/05zppz", so the CSV cell is
+quoted), e.g.
+
+    path,labels
+    clips/YTID1.flac,"/m/09x0r,/m/05zppz"
+
+The classes are those of `classes` (AudioSet's class_labels_indices.csv, `index,mid,display_name`: the mids in
+index order; or a text file of one name per line), or else the sorted names found in the lists; a name outside
+`classes` is an error naming the row.
 
 Dataset statistics are computed once on the train split (at the first dataloader request, after Lightning
 has restored a checkpoint) and saved with the run through `state_dict` / `load_state_dict`, so a resumed
@@ -25,7 +41,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio.demo import write_demo
-from datamodules.audio.features import FbankFeatures, check_audio, crop_or_pad
+from datamodules.audio.features import FbankFeatures, SpecAugment, check_audio, crop_or_pad
 from datamodules.base import SplitDataModule
 from datamodules.checks import (
     OnError,
@@ -43,12 +59,33 @@ AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 AudioSourceName = Literal["demo", "folder"]
 SOURCES = get_args(AudioSourceName)
 DEMO_OPTIONS = ("demo_dir", "demo_clips_per_class", "demo_seconds")  # read by source=demo only
+PATH_COLUMNS = ("path", "filename")  # the path column of a multi-label CSV
+
+
+@dataclass
+class AudioIndex:
+    """The clips of a source: paths, single labels (-1 = none), per-clip class sets (multi-label CSVs, else None),
+    class names, ESC-50 folds (else None) and, with data.val_list, how many leading clips are the train list's."""
+
+    paths: list[Path]
+    labels: list[int]
+    label_sets: list[list[int]] | None
+    classes: list[str]
+    folds: list[int] | None = None
+    num_train: int | None = None
+
+    def select(self, rows: Sequence[int]) -> AudioIndex:
+        """The clips at `rows` (e.g. those that passed the pre-scan), with num_train recounted."""
+        pick = lambda xs: None if xs is None else [xs[r] for r in rows]  # noqa: E731
+        num_train = None if self.num_train is None else sum(r < self.num_train for r in rows)
+        return AudioIndex([self.paths[r] for r in rows], [self.labels[r] for r in rows], pick(self.label_sets),
+                          self.classes, pick(self.folds), num_train)
 
 
 # -------------------------------------------------------------------------------------------- lists
 def read_esc50_csv(path: str | Path, *, audio_dir: str | None) -> tuple[list[Path], list[int], list[int]]:
     """ESC-50-style `filename,target,fold[,...]` CSV (header required; other columns ignored) -> (paths,
-    labels, folds). Paths are relative to `audio_dir` (default: the CSV's folder)."""
+    labels, folds). Paths are relative to `audio_dir` (default: the CSV's folder). Class names: `esc50_classes`."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"list file {str(path)!r} does not exist or is not a file")
@@ -71,6 +108,110 @@ def read_esc50_csv(path: str | Path, *, audio_dir: str | None) -> tuple[list[Pat
     return paths, labels, folds
 
 
+def esc50_classes(path: str | Path, num_classes: int) -> list[str]:
+    """Class names of an ESC-50-style CSV: its `category` column (ESC-50's esc50.csv: "dog", "rooster", ...) by
+    target, where every target has one category; else "0", "1", ..."""
+    names: dict[int, set[str]] = {}
+    with Path(path).expanduser().open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("category"):
+                names.setdefault(int(row["target"]), set()).add(row["category"].strip())
+    if set(names) == set(range(num_classes)) and all(len(v) == 1 for v in names.values()):
+        categories = [next(iter(names[i])) for i in range(num_classes)]
+        if len(set(categories)) == num_classes:  # one distinct name per target
+            return categories
+    return [str(i) for i in range(num_classes)]
+
+
+def csv_header(path: str | Path) -> list[str]:
+    """The first row of a CSV file (its column names), stripped."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"list file {str(path)!r} does not exist or is not a file")
+    with path.open(newline="") as f:
+        return [c.strip() for c in next(csv.reader(f), [])]
+
+
+def is_multilabel_csv(path: str | Path) -> bool:
+    """A CSV with a `labels` column and a path column (`read_multilabel_csv`), not ESC-50's filename,target."""
+    header = csv_header(path)
+    return "labels" in header and any(c in header for c in PATH_COLUMNS)
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """data.classes: AudioSet's class_labels_indices.csv (`index,mid,display_name`; the mids, ordered by `index`) or
+    any CSV with a `mid` column, else a text file of one class name per line (blank lines ignored)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"data.classes={str(path)!r} does not exist or is not a file")
+    header = csv_header(path)
+    if "mid" in header:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if "index" in header:
+            rows.sort(key=lambda row: int(row["index"]))
+        names = [row["mid"].strip() for row in rows]
+    else:
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"data.classes={str(path)!r} holds no class names")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"data.classes={str(path)!r} lists the class {name!r} twice")
+        seen.add(name)
+    return names
+
+
+def read_multilabel_csv(path: str | Path, *, audio_dir: str | None, delimiter: str
+                        ) -> tuple[list[Path], list[list[str]], list[int], list[int]]:
+    """A multi-label CSV (module docstring) -> (paths, class names per clip in row order, line numbers, folds (0
+    without a `fold` column)). Paths are relative to `audio_dir` (default: the CSV's folder). A row with an
+    empty `labels` cell is a clip without a class (label -1, multi-hot all zeros)."""
+    path = Path(path).expanduser()
+    base = Path(audio_dir).expanduser() if audio_dir else path.parent
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip() for c in reader.fieldnames or []]
+        reader.fieldnames = fields
+        column = next((c for c in PATH_COLUMNS if c in fields), None)
+        if column is None or "labels" not in fields:
+            raise ValueError(f"list file {str(path)!r}: a multi-label CSV needs a header with path (or filename) and "
+                             f"labels, got {fields}")
+        paths, names, lines, folds = [], [], [], []
+        for n, row in enumerate(reader, start=2):
+            if None in row:
+                raise ValueError(f"{str(path)!r} line {n}: more cells than the header's {len(fields)} columns: quote "
+                                 f"the labels cell when it holds the delimiter {delimiter!r} (\"a{delimiter}b\")")
+            file = (row[column] or "").strip()
+            if not file:
+                raise ValueError(f"{str(path)!r} line {n}: empty {column} cell")
+            paths.append(Path(file).expanduser() if Path(file).expanduser().is_absolute() else base / file)
+            names.append([x.strip() for x in (row["labels"] or "").split(delimiter) if x.strip()])
+            lines.append(n)
+            try:
+                folds.append(int(row["fold"]) if row.get("fold") not in (None, "") else 0)
+            except ValueError as err:
+                raise ValueError(f"{str(path)!r} line {n}: fold must be an integer: {err}") from err
+    if not paths:
+        raise ValueError(f"list file {str(path)!r} holds no entries")
+    return paths, names, lines, folds
+
+
+def class_sets(names: list[list[str]], classes: list[str], *, where: str, lines: list[int], source: str
+               ) -> list[list[int]]:
+    """Per-clip class names -> sorted class indices; a name outside `classes` is a ValueError naming the row."""
+    lookup = {name: i for i, name in enumerate(classes)}
+    out = []
+    for row, line in zip(names, lines):
+        unknown = [x for x in row if x not in lookup]
+        if unknown:
+            raise ValueError(f"{where} line {line}: unknown class name(s) {unknown} (the classes are {source}; "
+                             f"{len(classes)} names, e.g. {classes[:5]})")
+        out.append(sorted({lookup[x] for x in row}))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- dataset
 class Normalizer:
     """Shared (mean, std) set once the statistics are known; datasets read it at __getitem__ time."""
@@ -87,16 +228,21 @@ class Normalizer:
 
 class AudioDataset(FileSubset):
     """The `indices` subset of `paths` as normalised fbank crops; a file that fails raises LoadError
-    (on_error="raise") or is skipped with a warning and replaced by the next one (on_error="skip")."""
+    (on_error="raise") or is skipped with a warning and replaced by the next one (on_error="skip").
+    label_sets (multi-label sources): each clip's class indices, giving item["labels"] (K,) multi-hot float;
+    spec_augment: SpecAugment of the crop (the fine-tuning train split only)."""
 
     what = "clips"
 
     def __init__(self, *, paths: Sequence[Path], labels: Sequence[int], indices: Sequence[int],
                  features: FbankFeatures, normalize: Normalizer | None, frames: int, random_crop: bool,
-                 on_error: str, skips: SkipCounter) -> None:
+                 on_error: str, skips: SkipCounter, label_sets: Sequence[Sequence[int]] | None = None,
+                 num_classes: int = 0, spec_augment: SpecAugment | None = None) -> None:
         super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
         self.paths = list(paths)
         self.features, self.normalize, self.frames, self.random_crop = features, normalize, frames, random_crop
+        self.label_sets, self.num_classes = label_sets, num_classes
+        self.spec_augment = spec_augment if spec_augment is not None and spec_augment.active else None
 
     def _load(self, index: int) -> Tensor:
         return self.features(self.paths[index])  # (T', F); LoadError on a bad file
@@ -107,7 +253,15 @@ class AudioDataset(FileSubset):
 
     def _item(self, index: int, loaded: Tensor) -> dict[str, Tensor | int]:
         feats = self.normalize(loaded) if self.normalize is not None else loaded
-        return {"fbank": crop_or_pad(feats, self.frames, random=self.random_crop), "label": self.labels[index]}  # (T, F)
+        fbank = crop_or_pad(feats, self.frames, random=self.random_crop)  # (T, F)
+        if self.spec_augment is not None:
+            fbank = self.spec_augment(fbank)
+        item: dict[str, Tensor | int] = {"fbank": fbank, "label": self.labels[index]}
+        if self.label_sets is not None:
+            hot = torch.zeros(self.num_classes)  # (K,)
+            hot[list(self.label_sets[index])] = 1.0
+            item["labels"] = hot
+        return item
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -118,7 +272,8 @@ class AudioDataConfig:
 
     source: AudioSourceName | None = None  # null: "folder" when root or list is set, else "demo"
     root: str | None = None  # source=folder: one subfolder of wav/flac/ogg/mp3 files per class, or a flat folder
-    list: str | None = None  # noqa: A003 - source=folder: an ESC-50-style CSV filename,target[,fold] (key `data.list`)
+    list: str | None = None  # noqa: A003 - source=folder: an ESC-50-style CSV filename,target[,fold] or a multi-label
+    # CSV path,labels (AudioSet; module docstring) (key `data.list`)
     audio_dir: str | None = None  # the folder the CSV's filenames are relative to (null: the CSV's folder)
     val_fold: int | None = None  # ESC-50: the fold held out as the val split (null: a data.val_fraction split)
     sample_rate: int = 16000  # Hz every clip is resampled to, >= 1000
@@ -126,6 +281,12 @@ class AudioDataConfig:
     frame_length_ms: float = 25.0  # fbank window length, in ms
     frame_shift_ms: float = 10.0  # fbank hop, in ms
     frames: int = 1024  # crop / pad length in frames (one per hop), >= 1
+    freqm: int = 0  # train split: SpecAugment frequency band of up to freqm bins (Audio-MAE AS-2M: 48), 0 = off
+    timem: int = 0  # train split: SpecAugment time band of up to timem frames (Audio-MAE AS-2M: 192), 0 = off
+    val_list: str | None = None  # a second CSV (same kind) as the whole val (= test) split, e.g. AudioSet's eval set
+    classes: str | None = None  # multi-label CSV: the class list file (AudioSet's class_labels_indices.csv); null:
+    # the sorted names found in data.list (and data.val_list)
+    label_delimiter: str = ","  # multi-label CSV: what separates the class names in a labels cell
     mean: float | None = None  # fixed feature mean, set with data.std; null (both): computed on the train split
     std: float | None = None  # fixed feature std, positive, set with data.mean
     stats_clips: int = 2000  # computed statistics: at most this many (evenly spaced) train clips, >= 1
@@ -142,7 +303,16 @@ class AudioDataConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, minimum={"sample_rate": 1000, "mel_bins": 1, "frames": 1, "stats_clips": 1,
-                                    "batch_size": 1, "num_workers": 0, "demo_clips_per_class": 2})
+                                    "batch_size": 1, "num_workers": 0, "demo_clips_per_class": 2, "freqm": 0,
+                                    "timem": 0})
+        if self.freqm > self.mel_bins:
+            raise ValueError(f"data.freqm={self.freqm} must be at most data.mel_bins={self.mel_bins} (the widest "
+                             "frequency band SpecAugment may hide)")
+        if self.timem > self.frames:
+            raise ValueError(f"data.timem={self.timem} must be at most data.frames={self.frames} (the widest time band "
+                             "SpecAugment may hide)")
+        if not self.label_delimiter:
+            raise ValueError("data.label_delimiter must be a non-empty string (e.g. ',' or ';')")
         self.resolved_source  # resolve_source checks data.source / data.root / data.list
         for key, value in (("mean", self.mean), ("std", self.std)):
             if value is not None and not math.isfinite(value):
@@ -167,6 +337,19 @@ class AudioDataConfig:
             raise ValueError(f"data.val_fraction={self.val_fraction} is not read with data.val_fold={self.val_fold} "
                              "(that fold is the val split): remove data.val_fraction, or data.val_fold to split by "
                              "fraction")
+        if self.val_list is not None:
+            if self.list is None:
+                raise ValueError("data.val_list (the val split's own CSV) needs the train clips as a CSV in data.list: "
+                                 "set data.list, or remove data.val_list")
+            if self.val_fold is not None:
+                raise ValueError(f"data.val_fold={self.val_fold} and data.val_list both choose the val split: keep one")
+            if changed_options(self, ("val_fraction",)):
+                raise ValueError(f"data.val_fraction={self.val_fraction} is not read with data.val_list (that CSV is "
+                                 "the val split): remove data.val_fraction, or data.val_list to split by fraction")
+        for key in changed_options(self, ("classes", "label_delimiter")):
+            if self.list is None:
+                raise ValueError(f"data.{key} is only read with a multi-label CSV in data.list (path,labels): remove "
+                                 f"data.{key}, or give the CSV as data.list")
         if self.fixed_stats and changed_options(self, ("stats_clips",)):
             raise ValueError(f"data.stats_clips={self.stats_clips} is not read with fixed data.mean / data.std (no "
                              "statistics are computed): remove data.stats_clips, or data.mean and data.std to compute "
@@ -218,38 +401,73 @@ class AudioDataModule(SplitDataModule):
         if cfg.fixed_stats:
             self.normalizer.mean, self.normalizer.std = cfg.mean, cfg.std
         self.stats_computations = 0
+        self._label_sets: list[list[int]] | None = None
         self._ready = False
 
     # -------------------------------------------------------------------------------------- indexing
-    def _index(self) -> tuple[list[Path], list[int], list[str], list[int] | None]:
-        """(paths, labels, classes, folds or None) of the whole source, bad files removed by the pre-scan."""
-        cfg, folds = self.cfg, None
+    def _read_lists(self) -> AudioIndex:
+        """data.list (and data.val_list after it): an ESC-50-style or a multi-label CSV, both lists of one kind."""
+        cfg = self.cfg
+        files = [cfg.list] + ([cfg.val_list] if cfg.val_list is not None else [])
+        kinds = [is_multilabel_csv(f) for f in files]
+        if len(set(kinds)) > 1:
+            raise ValueError(f"data.list={cfg.list!r} and data.val_list={cfg.val_list!r} must be CSVs of one kind "
+                             "(both filename,target[,fold] or both path,labels)")
+        if not kinds[0]:
+            for key in changed_options(cfg, ("classes", "label_delimiter")):
+                raise ValueError(f"data.{key} is only read with a multi-label CSV (a path,labels header); "
+                                 f"data.list={cfg.list!r} is an ESC-50-style filename,target CSV: remove data.{key}")
+            parts = [read_esc50_csv(f, audio_dir=cfg.audio_dir) for f in files]
+            labels = [y for _, ys, _ in parts for y in ys]
+            classes = esc50_classes(cfg.list, max(labels) + 1)
+            return AudioIndex([x for xs, _, _ in parts for x in xs], labels, None, classes,
+                              [f for _, _, fs in parts for f in fs], len(parts[0][0]) if cfg.val_list else None)
+        parts = [read_multilabel_csv(f, audio_dir=cfg.audio_dir, delimiter=cfg.label_delimiter) for f in files]
+        if cfg.classes is not None:
+            classes, source = read_class_names(cfg.classes), f"those of data.classes={cfg.classes!r}"
+        else:
+            classes = sorted({x for _, names, _, _ in parts for row in names for x in row})
+            source = "the names found in the lists (data.classes=null)"
+            if not classes:
+                raise ValueError(f"data.list={cfg.list!r}: no row names a class (every labels cell is empty)")
+        sets = [y for f, (_, names, lines, _) in zip(files, parts)
+                for y in class_sets(names, classes, where=repr(str(f)), lines=lines, source=source)]
+        folds = [x for *_, fs in parts for x in fs]
+        return AudioIndex([x for xs, *_ in parts for x in xs], [min(y) if y else -1 for y in sets], sets, classes,
+                          folds if any(folds) else None, len(parts[0][0]) if cfg.val_list else None)
+
+    def _index(self) -> AudioIndex:
+        """The whole source (data.val_list's clips after the train list's), bad files removed by the pre-scan."""
+        cfg = self.cfg
         if self.source == "demo":
             root = write_demo(cfg.demo_folder, clips_per_class=cfg.demo_clips_per_class, seconds=cfg.demo_seconds,
                               seed=self.seed)
             if self.features.cache_dir is None:  # the demo's files never change: cache their features beside them
                 self.features.cache_dir = root / ".features"
             paths, labels, classes = index_class_folder(root, AUDIO_EXTS)
-            what = repr(str(root))
+            index, what = AudioIndex(paths, labels, None, classes), repr(str(root))
         elif cfg.root is not None:
             paths, labels, classes = index_class_folder(cfg.root, AUDIO_EXTS)
-            what = repr(cfg.root)
+            index, what = AudioIndex(paths, labels, None, classes), repr(cfg.root)
         else:
-            paths, labels, folds = read_esc50_csv(cfg.list, audio_dir=cfg.audio_dir)
-            classes = [str(i) for i in range(max(labels) + 1)]
-            what = f"list {cfg.list!r}"
-        by_path = dict(zip(map(str, paths), folds)) if folds is not None else None
-        paths, labels = verify_files(paths, labels, check_audio, on_error=cfg.on_error, what=what, skips=self.skips)
-        if by_path is not None:
-            folds = [by_path[str(p)] for p in paths]
-        return paths, labels, classes, folds
+            index = self._read_lists()
+            what = f"list {cfg.list!r}" + (f" and val list {cfg.val_list!r}" if cfg.val_list else "")
+        _, rows = verify_files(index.paths, list(range(len(index.paths))), check_audio, on_error=cfg.on_error,
+                               what=what, skips=self.skips)
+        return index.select(rows)
 
-    def _split(self, n: int, folds: list[int] | None) -> tuple[list[int], list[int]]:
-        val_fold = self.cfg.val_fold
+    def _split(self, index: AudioIndex) -> tuple[list[int], list[int]]:
+        n, folds, val_fold = len(index.paths), index.folds, self.cfg.val_fold
+        if index.num_train is not None:  # data.val_list: its clips are the val split
+            if index.num_train in (0, n):
+                raise ValueError(f"data.list / data.val_list leave an empty split after the pre-scan "
+                                 f"({index.num_train} train and {n - index.num_train} val clips)")
+            return list(range(index.num_train)), list(range(index.num_train, n))
         if val_fold is None:
             return split_indices(n, val_fraction=self.cfg.val_fraction, seed=self.seed)
         if folds is None:
-            raise ValueError("data.val_fold needs an ESC-50-style data.list CSV with a fold column")
+            raise ValueError("data.val_fold needs an ESC-50-style data.list CSV with a fold column (esc50.csv; a "
+                             "multi-label path,labels CSV may have one too)")
         val = [i for i, f in enumerate(folds) if f == val_fold]
         train = [i for i, f in enumerate(folds) if f != val_fold]
         if not val or not train:
@@ -257,18 +475,28 @@ class AudioDataModule(SplitDataModule):
         perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(self.seed)).tolist()
         return train, [val[i] for i in perm]
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether the batches carry "labels" (B, K) multi-hot (a multi-label CSV)."""
+        self._prepare()
+        return self._label_sets is not None
+
     def _prepare(self) -> None:
         if self._ready:
             return
-        paths, labels, self._classes, folds = self._index()
-        train_idx, val_idx = self._split(len(paths), folds)
+        index = self._index()
+        self._classes, self._label_sets = index.classes, index.label_sets
+        train_idx, val_idx = self._split(index)
+        spec_augment = SpecAugment(freqm=self.cfg.freqm, timem=self.cfg.timem)
 
-        def subset(indices: list[int], random_crop: bool, normalize: bool = True) -> AudioDataset:
-            return AudioDataset(paths=paths, labels=labels, indices=indices, features=self.features,
+        def subset(indices: list[int], random_crop: bool, normalize: bool = True,
+                   augment: SpecAugment | None = None) -> AudioDataset:
+            return AudioDataset(paths=index.paths, labels=index.labels, indices=indices, features=self.features,
                                 normalize=self.normalizer if normalize else None, frames=self.cfg.frames,
-                                random_crop=random_crop, on_error=self.cfg.on_error, skips=self.skips)
+                                random_crop=random_crop, on_error=self.cfg.on_error, skips=self.skips,
+                                label_sets=index.label_sets, num_classes=len(index.classes), spec_augment=augment)
 
-        self.train_set = subset(train_idx, True)
+        self.train_set = subset(train_idx, True, augment=spec_augment)  # SpecAugment: the train split only
         self.train_eval_set = subset(train_idx, False)
         self.val_set = subset(val_idx, False)
         self._ready = True
@@ -315,4 +543,5 @@ class AudioDataModule(SplitDataModule):
         return super()._loader(dataset, sampler=sampler, drop_last=drop_last)
 
 
-__all__ = ["AudioDataConfig", "AudioDataModule", "AudioDataset", "read_esc50_csv"]
+__all__ = ["AudioDataConfig", "AudioDataModule", "AudioDataset", "AudioIndex", "read_class_names", "read_esc50_csv",
+           "read_multilabel_csv"]

@@ -134,3 +134,31 @@ def crop_or_pad(feats: Tensor, frames: int, *, random: bool) -> Tensor:
         start = int(torch.randint(0, t - frames + 1, ())) if random else (t - frames) // 2
         return feats[start : start + frames]
     return torch.nn.functional.pad(feats, (0, 0, 0, frames - t))
+
+
+class SpecAugment:
+    """SpecAugment (Park et al. 2019) as Audio-MAE / AST apply it to fine-tuning train clips (dataset.py
+    `AudiosetDataset.__getitem__`): torchaudio's `FrequencyMasking(freqm)` then `TimeMasking(timem)` on the
+    (1, freq, time) spectrogram, one band each of a width uniform in [0, param) at a uniform place (0 = off).
+
+    The band is set to 0 of the normalised features, i.e. the dataset mean (SpecAugment's choice; padding here is
+    the mean too). Audio-MAE masks the raw log-mel before its normalisation, so its bands hold (0 - mean) / (2 std)
+    (+0.47 on AudioSet) instead. Draws come from torch's global generator, which the datasets seed per sample."""
+
+    def __init__(self, *, freqm: int, timem: int) -> None:
+        self.freqm, self.timem = freqm, timem
+        self.freq = torchaudio.transforms.FrequencyMasking(freqm) if freqm > 0 else None
+        self.time = torchaudio.transforms.TimeMasking(timem) if timem > 0 else None
+
+    @property
+    def active(self) -> bool:
+        return self.freq is not None or self.time is not None
+
+    def __call__(self, feats: Tensor) -> Tensor:
+        """(T, F) -> (T, F) with one frequency band and one time band set to 0."""
+        x = feats.t()[None]  # (1, F, T): torchaudio's (..., freq, time)
+        if self.freq is not None:
+            x = self.freq(x)
+        if self.time is not None:
+            x = self.time(x)
+        return x[0].t().contiguous()  # (T, F)

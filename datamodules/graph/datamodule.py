@@ -29,7 +29,8 @@ Node level: pre-training sees the whole graph (transductive, as GraphMAE): full 
 `data.steps_per_epoch`), or with `data.subgraph_nodes=K` batches of BFS subgraphs of at most K nodes
 (`datamodules.graph.ops.bfs_subgraph`). Evaluation: node embeddings of the frozen encoder -> probe trained on the
 train nodes (Planetoid: train_mask) and scored on the held-out nodes (Planetoid: test_mask, as GraphMAE
-reports; otherwise a random `data.val_fraction` of the labelled nodes).
+reports; otherwise a random `data.val_fraction` of the labelled nodes). eval=graphmae also needs a val split to
+pick its epoch on (`node_split`: Planetoid's val_mask, otherwise half of the held-out nodes).
 Graph level: train/val split of the graphs; evaluation on pooled graph embeddings.
 """
 from __future__ import annotations
@@ -315,6 +316,7 @@ class GraphDataModule(SplitDataModule):
 
     def _prepare_nodes(self, graph: Data, pe: Tensor, flip: bool) -> None:
         cfg, n, k = self.cfg, graph.num_nodes, self.subgraph_nodes
+        self.probe_val: Tensor | None = None  # Planetoid's val_mask nodes (`node_split`); None without a public split
         length = cfg.steps_per_epoch if k is None else num_subgraphs(n, k)
         common = {"subgraph_nodes": k, "hops": cfg.subgraph_hops, "seed": self.seed}
         self.train_set = NodeItems(graph, pe, length=length, flip=flip, **common)
@@ -327,6 +329,8 @@ class GraphDataModule(SplitDataModule):
             self.probe_train = torch.nonzero(graph.train_mask).flatten()
             self.probe_eval = torch.nonzero(graph.test_mask).flatten()
             self.probe_split = "public train_mask -> test_mask"
+            if "val_mask" in graph and graph.val_mask is not None:
+                self.probe_val = torch.nonzero(graph.val_mask).flatten()
         elif labelled.numel() < 2:
             self.probe_train = self.probe_eval = torch.arange(n)
             self.probe_split = "no labels: RankMe only"
@@ -389,6 +393,22 @@ class GraphDataModule(SplitDataModule):
         """Node level: the number of nodes of the graph."""
         self._prepare()
         return int(self.graphs[0].num_nodes)
+
+    def node_split(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Node level: (train, val, test) node ids for a protocol that picks its epoch on a val split (eval=graphmae):
+        Planetoid's public train_mask / val_mask / test_mask (GraphMAE's split: 140 / 500 / 1000 nodes on Cora);
+        without a public split the probe-train nodes, and the held-out nodes (`probe_eval`) halved at random
+        (seeded by data.seed) into val and test."""
+        self._prepare()
+        if self.level != "node":
+            raise ValueError("node_split is for node-level data (one big graph); this is graph-level data "
+                             f"(data.source={self.source}): evaluate pooled graph embeddings instead")
+        if self.probe_val is not None:
+            return self.probe_train, self.probe_val, self.probe_eval
+        g = torch.Generator().manual_seed(self.seed)
+        order = self.probe_eval[torch.randperm(len(self.probe_eval), generator=g)]  # (n_eval,) shuffled
+        half = len(order) // 2
+        return self.probe_train, order[:half].sort().values, order[half:].sort().values
 
     def node_batches(self, nodes: Tensor) -> list[dict[str, Tensor]]:
         """Batches that embed `nodes` of the node-level graph: the whole graph once (full batch), or one BFS

@@ -105,6 +105,21 @@ def train_transform(
     return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
+def finetune_transform(
+    *, size: tuple[int, int], crop_scale: Sequence[float], hflip: bool, mean: list[float], std: list[float],
+    rand_augment: str | None, random_erasing: float
+) -> Callable[[Tensor], Tensor]:
+    """MAE fine-tuning augmentation (`main_finetune.py` `build_transform`: timm's `create_transform` with
+    RandAugment, bicubic RandomResizedCrop, random erasing in pixel mode) on a (C, h, w) uint8 tensor."""
+    from timm.data import create_transform
+
+    timm_transform = create_transform(
+        size, is_training=True, scale=tuple(crop_scale), hflip=0.5 if hflip else 0.0, color_jitter=None,
+        auto_augment=rand_augment, interpolation="bicubic", re_prob=random_erasing, re_mode="pixel", re_count=1,
+        mean=tuple(mean), std=tuple(std))
+    return v2.Compose([v2.ToPILImage(), timm_transform])
+
+
 def eval_transform(*, size: tuple[int, int], mean: list[float], std: list[float]) -> v2.Compose:
     """No augmentation: (C, h, w) uint8 -> resize + centre crop -> (C, H, W) float normalised."""
     return v2.Compose([ResizeCenterCrop(size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
@@ -121,6 +136,10 @@ class TensorImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def sample_labels(self) -> list[int]:
+        """The label of every sample of the subset, in order (`datamodules.base.Labelled`)."""
+        return [self.labels[i] for i in self.indices]
 
     def __getitem__(self, key: SampleKey) -> dict[str, Tensor | int]:
         return seeded(key, self._get)
@@ -158,6 +177,8 @@ class ImageDataConfig:
     source: ImageSourceName | None = None  # null: "folder" when root or list is set, else "mnist"
     root: str | None = None  # source=folder: one subfolder of images per class, or a flat unlabeled folder
     list: str | None = None  # noqa: A003 - source=folder: a CSV list of path[,label] rows (key `data.list`)
+    val_root: str | None = None  # source=folder: the val split from this folder (same class subfolders, e.g.
+    # ImageNet's val in ImageFolder layout) instead of data.val_fraction of data.root; needs val_fraction 0
     image_size: int | tuple[int, int] = 28  # square side or [H, W], in pixels
     channels: int = 1  # 1 (grey, "L") or 3 (RGB)
     mean: tuple[float, ...] | None = None  # one per channel; null: MNIST's for 1 channel, ImageNet's for 3
@@ -169,6 +190,8 @@ class ImageDataConfig:
     on_error: OnError = "skip"  # an unreadable file: "skip" (warn + count in `skips`) or "raise"
     crop_scale: tuple[float, float] = (0.2, 1.0)  # train RandomResizedCrop area range, 0 < min <= max <= 1
     hflip: bool = True  # random horizontal flips in training
+    rand_augment: str | None = None  # timm RandAugment string for training (MAE fine-tuning: rand-m9-mstd0.5-inc1)
+    random_erasing: float = 0.0  # probability of timm's RandomErasing (pixel mode) in training (MAE fine-tuning: 0.25)
     synthetic_size: int = SYNTHETIC_SIZE  # images of source="synthetic" (generated labelled shapes), >= 2
     pin_memory: bool = False  # DataLoader pin_memory
 
@@ -194,6 +217,15 @@ class ImageDataConfig:
         if min(self.mean_std[1]) <= 0:
             raise ValueError(f"data.std must be positive, got {self.mean_std[1]}")
         check_val_fraction(self.val_fraction)
+        if self.val_root is not None and (self.resolved_source != "folder" or self.val_fraction != 0.0):
+            raise ValueError(f"data.val_root={self.val_root!r} is the val split of a folder source: set data.root (or "
+                             f"data.list) and data.val_fraction=0 (got source {self.resolved_source!r}, val_fraction "
+                             f"{self.val_fraction})")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise ValueError(f"data.random_erasing must be a probability in [0, 1], got {self.random_erasing}")
+        if self.rand_augment is not None and not self.rand_augment.startswith("rand-"):
+            raise ValueError(f"data.rand_augment must be a timm RandAugment string such as rand-m9-mstd0.5-inc1, "
+                             f"got {self.rand_augment!r}")
         if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
             raise ValueError(f"data.crop_scale must satisfy 0 < min <= max <= 1, got {[*self.crop_scale]}")
 
@@ -254,25 +286,46 @@ class ImageDataModule(SplitDataModule):
                                      skips=self.skips)
         return FileImages(paths, mode="L" if self.cfg.channels == 1 else "RGB"), labels, classes
 
+    def _load_val_root(self) -> tuple[FileImages, list[int]]:
+        """The verified files of data.val_root and their labels, in the class order of data.root."""
+        paths, labels, classes = index_class_folder(self.cfg.val_root, IMAGE_EXTS)
+        if classes != self._classes:
+            missing, extra = sorted(set(self._classes) - set(classes)), sorted(set(classes) - set(self._classes))
+            raise ValueError(f"data.val_root={self.cfg.val_root!r} must hold the class subfolders of the train data: "
+                             f"missing {missing[:10]}, not in the train data {extra[:10]}")
+        paths, labels = verify_files(paths, labels, verify_image, on_error=self.cfg.on_error,
+                                     what=repr(self.cfg.val_root), skips=self.skips)
+        return FileImages(paths, mode="L" if self.cfg.channels == 1 else "RGB"), labels
+
     def _prepare(self) -> None:
         """Index the source and split it (idempotent; the split depends only on the data and seed)."""
         if self._ready:
             return
         images, labels, self._classes = self._load_source()
         train_idx, val_idx = split_indices(len(images), val_fraction=self.cfg.val_fraction, seed=self.seed)
-        aug = train_transform(size=self.image_size, crop_scale=self.cfg.crop_scale, hflip=self.cfg.hflip,
-                              mean=self.mean, std=self.std)
+        val_images, val_labels = images, labels
+        if self.cfg.val_root is not None:
+            val_images, val_labels = self._load_val_root()
+            val_idx = list(range(len(val_labels)))
+        if self.cfg.rand_augment is not None or self.cfg.random_erasing > 0:
+            aug = finetune_transform(size=self.image_size, crop_scale=self.cfg.crop_scale, hflip=self.cfg.hflip,
+                                     mean=self.mean, std=self.std, rand_augment=self.cfg.rand_augment,
+                                     random_erasing=self.cfg.random_erasing)
+        else:
+            aug = train_transform(size=self.image_size, crop_scale=self.cfg.crop_scale, hflip=self.cfg.hflip,
+                                  mean=self.mean, std=self.std)
         plain = eval_transform(size=self.image_size, mean=self.mean, std=self.std)
 
-        def subset(indices: list[int], transform: Callable[[Tensor], Tensor]) -> Dataset:
-            if isinstance(images, Tensor):
-                return TensorImageDataset(images=images, labels=labels, indices=indices, transform=transform)
-            return FileImageDataset(images=images, labels=labels, indices=indices, transform=transform,
+        def subset(indices: list[int], transform: Callable[[Tensor], Tensor], *, val: bool = False) -> Dataset:
+            source, targets = (val_images, val_labels) if val else (images, labels)
+            if isinstance(source, Tensor):
+                return TensorImageDataset(images=source, labels=targets, indices=indices, transform=transform)
+            return FileImageDataset(images=source, labels=targets, indices=indices, transform=transform,
                                     on_error=self.cfg.on_error, skips=self.skips)
 
         self.train_set = subset(train_idx, aug)
         self.train_eval_set = subset(train_idx, plain)
-        self.val_set = subset(val_idx, plain)
+        self.val_set = subset(val_idx, plain, val=True)
         self._ready = True
 
     def denormalize(self, x: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from datamodules.base import SplitDataModule
 from datamodules.checks import OnError, build_config, changed_options, check_fields, check_val_fraction
@@ -100,9 +101,10 @@ class PointCloudDataConfig:
     cache_dir: str | None = None  # where sampled meshes are cached, keyed by file content; null: re-sampled per load
     mesh_points: int = 8192  # surface points sampled once per cached mesh (each load draws num_points of them)
     pin_memory: bool = False  # DataLoader pin_memory
+    test_votes: int = 1  # fine-tuning test: views per cloud, the first plain, the rest scale-and-translated (Point-MAE: 10)
 
     def __post_init__(self) -> None:
-        check_fields(self, minimum={"num_points": 1, "batch_size": 1, "num_workers": 0, "synthetic_size": 2,
+        check_fields(self, minimum={"test_votes": 1, "num_points": 1, "batch_size": 1, "num_workers": 0, "synthetic_size": 2,
                                     "mesh_points": 1, "aug_translate": 0, "aug_jitter": 0, "synthetic_noise": 0})
         if self.resolved_source == "shapes" and (self.root is not None or self.list is not None):
             raise ValueError("data.root / data.list are only read by data.source='folder' (or null), not 'shapes'")
@@ -206,5 +208,20 @@ class PointCloudDataModule(SplitDataModule):
         self.train_set = subset(train_idx, self.augment)
         self.train_eval_set = subset(train_idx, None)
         self.val_set = subset(val_idx, None)
+        self.val_augmented = subset(val_idx, PointAugment(scale=self.cfg.aug_scale, translate=self.cfg.aug_translate,
+                                                          rotate=False, jitter=0.0, up_axis=self.cfg.up_axis))
         self._ready = True
+
+    def test_dataloader(self) -> DataLoader:
+        """The val split; with data.test_votes = V > 1, V views per cloud (Point-MAE's voting, datamodules/pointcloud/
+        votes.py): batches {"points": (B*V, P, 3), "label": (B,), "views": V}."""
+        self._prepare()
+        if self.cfg.test_votes == 1:
+            return self.val_dataloader()
+        from datamodules.pointcloud.votes import VotingViews, collate_views
+
+        views = VotingViews(plain=self.val_set, augmented=self.val_augmented, votes=self.cfg.test_votes,
+                            seed=self.seed)
+        return DataLoader(views, batch_size=max(1, self.batch_size // self.cfg.test_votes), shuffle=False,
+                          num_workers=self.num_workers, collate_fn=collate_views)
 

@@ -4,9 +4,9 @@ task="forecast": `root` = a CSV in the ETT / Electricity / Weather layout (a dat
 by default the weekly Mauna Loa CO2 series bundled in statsmodels, written once to CSV in that layout. The rows
 are split chronologically (ETT's 12/4/4 months for ETTh*/ETTm* files, else PatchTST's 0.7/0.1/0.2 ratios;
 val/test windows start `context` rows before their border, as the reference loaders), missing values are
-interpolated inside each split only (or raise), and a StandardScaler is fitted on the train rows only. Training
-batches are sliding windows {"series": (B, context, C)}; evaluation windows add {"future": (B, H_max, C)}
-(NaN after the end of the split). The readers and windows are in datamodules/timeseries/forecast.py; the
+interpolated inside each split only (or raise), and a StandardScaler is fitted on the train rows only. Batches are
+sliding windows {"series": (B, context, C), "future": (B, H_max, C)} (the future NaN after the end of the split;
+pre-training reads the series only, fine-tuning trains on the complete futures and tests on the test windows). The readers and windows are in datamodules/timeseries/forecast.py; the
 frozen-encoder forecast evaluation is `evaluate_frozen` (mae/modalities/timeseries/forecast.py).
 
 task="classify": `name` = a UCR/UEA set bundled with sktime (GunPoint, BasicMotions, JapaneseVowels, ...), or
@@ -72,6 +72,7 @@ class TimeSeriesDataConfig:
     split: Split = "auto"  # forecast: auto (ETT months for ETTh*/ETTm* files, else ratios) | ett_hour | ...
     ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)  # forecast, split=ratios: train/val/test, positive, sum 1
     context: int | None = None  # steps per sample, >= patch_len; null: 512 (forecast), the longest series (classify)
+    channels: int | None = None  # C of the (B, L, C) series; null: read from the data at start-up (what it must be)
     patch_len: int = 12  # the tokenizer's patch length (classify rounds context up to a multiple of it), >= 1
     horizons: tuple[int, ...] = (96,)  # forecast horizons evaluated, each >= 1 (used sorted: sorted_horizons)
     window_stride: int = 1  # forecast: rows between pre-training windows, >= 1
@@ -165,8 +166,12 @@ class TimeSeriesDataModule(SplitDataModule):
             self.split_rows[part] = (lo, hi)
         h = self.horizons[-1]
         part = lambda name: data[slice(*self.split_rows[name])]  # noqa: E731
-        self.train_set = WindowDataset(part("train"), context=context, stride=self.cfg.window_stride)
-        self.val_set = WindowDataset(part("val"), context=context)
+        # Every train / val window carries its future (B, H_max, C), NaN past the end of the split, as PatchTST's
+        # Dataset_ETT_* returns (seq_x, seq_y) in pre-training too: pre-training reads "series" only, fine-tuning
+        # (mae/modalities/timeseries/finetune.py) trains on the windows whose future is complete. Same windows
+        # as without futures (every start whose context fits).
+        self.train_set = WindowDataset(part("train"), context=context, horizon=h, stride=self.cfg.window_stride)
+        self.val_set = WindowDataset(part("val"), context=context, horizon=h)
         self.forecast_sets = {name: WindowDataset(part(name), context=context, horizon=h, min_future=self.horizons[0])
                               for name in ("train", "val", "test")}
         self.train_eval_set = self.forecast_sets["train"]
@@ -207,7 +212,7 @@ class TimeSeriesDataModule(SplitDataModule):
                                             unequal=self.cfg.unequal)
         self.train_set = make(train_x, train_y)
         self.train_eval_set = self.train_set  # no augmentation
-        self.val_set = make(test_x, test_y)
+        self.val_set = make(test_x, test_y)  # also the fine-tuning test split (test_dataloader): the UCR protocol
 
     def _prepare(self) -> None:
         if self._ready:
@@ -228,6 +233,36 @@ class TimeSeriesDataModule(SplitDataModule):
         """eval=forecast (mae.modalities.timeseries.forecast.ForecastProbe) for data.task=forecast, else the shared
         probe (eval=default; conf/modality/timeseries.yaml turns on eval.knn_standardize)."""
         return ("forecast",) if self.task == "forecast" else ("probe",)
+
+    def test_dataloader(self) -> DataLoader:
+        """What a fine-tuned model is scored on: forecasting, the test windows in time order (each with its future,
+        NaN past the end of the split; a horizon scores the windows complete for it, as `forecast_loaders`);
+        classification, the official TEST split (= the val split, the UCR protocol)."""
+        self._prepare()
+        if self.task != "forecast":
+            return self.val_dataloader()
+        return self._loader(self.forecast_sets["test"], drop_last=False)
+
+    def inferred_options(self) -> dict[str, object]:
+        """data.context and data.channels when left null: what the data decided (forecast: 512; classify: the longest
+        series rounded up to patch_len; the channel count), so that `${data.context}` (the flatten head's patch count)
+        and `${data.channels}` (the tokenizer's merged width) resolve."""
+        self._prepare()
+        inferred: dict[str, object] = {}
+        if self.cfg.context is None:
+            inferred["context"] = self.context_len
+        if self.cfg.channels is None:
+            inferred["channels"] = self.num_channels
+        elif self.cfg.channels != self.num_channels:
+            raise ValueError(f"data.channels={self.cfg.channels}, but the data has {self.num_channels} channels "
+                             f"({', '.join(self.channel_names[:8])}): set data.channels=null (read from the data)")
+        return inferred
+
+    @property
+    def num_channels(self) -> int:
+        """C of the (B, L, C) series (after setup): what tokenizer.channels must be."""
+        self._prepare()
+        return len(self.channel_names)
 
     def forecast_loaders(self) -> dict[str, DataLoader]:
         """Forecasting: train / val / test windows in time order, in batches of at least EVAL_BATCH windows."""

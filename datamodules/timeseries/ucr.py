@@ -73,6 +73,10 @@ class SeriesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def sample_labels(self) -> list[int]:
+        """Every series' class index, in order (datamodules.base.Labelled: finetune.label_fraction's balanced subsets)."""
+        return list(self.labels)
+
     def __getitem__(self, key: SampleKey) -> dict[str, Tensor | int]:
         _, i = split_key(key)
         return {"series": self.series[i], "observed": self.observed[i], "label": self.labels[i]}

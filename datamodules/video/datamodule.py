@@ -7,10 +7,16 @@ random `image_size` box, VideoMAE's multi-scale crop or MAE-ST's random resized 
 optional horizontal flip -> [0, 1] -> (x - mean) / std per channel. Batches are dicts
 {"video": (B, C, T, H, W) float, "label": (B,) int64, -1 when unlabeled}.
 
-`repeat=K` (MAE-ST's repeated sampling): a video is decoded once and yields K clips, each with its own start,
-scale and crop. `batch_size` counts CLIPS: a train batch holds batch_size / K videos x K clips (batch_size must
-be a multiple of K); the learning rate scales with the clips. Evaluation loaders take one centred clip per video.
-Augmentation randomness is a pure function of (seed, epoch, position) through `SeededSampler`, also with K > 1.
+`repeat=K` (MAE-ST's repeated sampling; VideoMAE fine-tuning's `--num_sample`): a video is decoded once and yields
+K clips, each with its own start, scale and crop. `batch_size` counts CLIPS: a train batch holds batch_size / K
+videos x K clips (batch_size must be a multiple of K); the learning rate scales with the clips. Evaluation loaders
+take one centred clip per video. Augmentation randomness is a pure function of (seed, epoch, position) through
+`SeededSampler`, also with K > 1.
+
+Multi-view test (`test_dataloader`, the fine-tuning stage's final score): `test_clips` temporal clips uniformly
+spaced over each val video x `test_crops` spatial crops along the long side (VideoMAE's `--test_num_segment 5
+--test_num_crop 3` on Kinetics-400): batches {"video": (B*V, C, T, H, W) with V = clips x crops, sample-major and
+clip-major inside a sample, "label": (B,), "views": V}; the task averages the V softmax outputs (VideoMAE `merge`).
 """
 from __future__ import annotations
 
@@ -96,6 +102,14 @@ def collate_clips(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     return {"video": torch.cat([s["video"] for s in samples]), "label": torch.cat([s["label"] for s in samples])}
 
 
+def collate_views(samples: list[dict]) -> dict[str, Tensor | int]:
+    """Videos of V test views each -> {"video": (B*V, C, T, H, W) sample-major, "label": (B,), "views": V}: one label
+    per video (the multi-view convention of mae/finetune/tasks.py)."""
+    video = torch.stack([s["video"] for s in samples])  # (B, V, C, T, H, W)
+    return {"video": video.flatten(0, 1), "label": torch.tensor([int(s["label"]) for s in samples]),
+            "views": video.shape[1]}
+
+
 class VideoDataset(FileSubset):
     """The `indices` subset of `paths`; item = {"video": (K, C, T, H, W), "label": (K,)} with K = `clips`. A file
     that fails raises LoadError (on_error="raise") or is skipped with a warning and replaced by the next one."""
@@ -114,6 +128,24 @@ class VideoDataset(FileSubset):
         return {"video": loaded, "label": torch.full((self.clips,), self.labels[index], dtype=torch.int64)}
 
 
+class VideoViewsDataset(FileSubset):
+    """The multi-view test of the `indices` subset: item = {"video": (V, C, T, H, W) with V = clips x crops
+    (`ClipReader.views`, clip-major), "label": int}; `collate_views` batches them. Deterministic (no draws)."""
+
+    what = "videos"
+
+    def __init__(self, *, paths: Sequence[Path], labels: Sequence[int], indices: Sequence[int], reader: ClipReader,
+                 clips: int, crops: int, on_error: str, skips: SkipCounter) -> None:
+        super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
+        self.paths, self.reader, self.clips, self.crops = list(paths), reader, clips, crops
+
+    def _load(self, index: int) -> Tensor:
+        return self.reader.views(self.paths[index], clips=self.clips, crops=self.crops)  # LoadError on a bad file
+
+    def _item(self, index: int, loaded: Tensor) -> dict[str, Tensor | int]:
+        return {"video": loaded, "label": self.labels[index]}
+
+
 # ---------------------------------------------------------------------------------------------- config
 @dataclass(kw_only=True, frozen=True)
 class VideoDataConfig:
@@ -123,6 +155,7 @@ class VideoDataConfig:
     source: VideoSourceName | None = None  # null: "folder" when root or list is set, else "demo"
     root: str | None = None  # source=folder: one subfolder of mp4/webm/avi/mkv/mov files per class, or a flat folder
     list: str | None = None  # noqa: A003 - source=folder: a Kinetics/SSv2 list of `path label` rows (key `data.list`)
+    val_list: str | None = None  # a second list as the whole val (= test) split (Kinetics' val list); no val_fraction
     video_dir: str | None = None  # the folder the list's relative paths start from (null: the list's folder)
     backend: Backend | None = None  # the decoder; null: decord where installed, else pyav
     num_frames: int = 16  # frames per clip, >= 1
@@ -138,6 +171,8 @@ class VideoDataConfig:
     crop_area: tuple[float, float] = (0.5, 1.0)  # crop=resized: [min, max] share of the frame's area
     crop_aspect: tuple[float, float] = (0.75, 1.3333)  # crop=resized: [min, max] aspect ratio (MAE-ST's)
     repeat: int = 1  # MAE-ST repeated sampling: clips per decoded train video, >= 1
+    test_clips: int = 1  # multi-view test: temporal clips per val video, uniformly spaced (VideoMAE K400: 5), >= 1
+    test_crops: int = 1  # multi-view test: spatial crops along the long side (3: left/centre/right), >= 1
     short_video: ShortVideo = "loop"  # a video shorter than one clip: loop | pad (last frame) | skip (on_error)
     batch_size: int = 32  # clips per batch, a multiple of repeat
     num_workers: int = 0  # DataLoader worker processes
@@ -153,7 +188,8 @@ class VideoDataConfig:
     pin_memory: bool = False  # DataLoader pin_memory
 
     def __post_init__(self) -> None:
-        check_fields(self, minimum={"num_frames": 1, "sampling_rate": 1, "repeat": 1, "batch_size": 1,
+        check_fields(self, minimum={"num_frames": 1, "sampling_rate": 1, "repeat": 1, "test_clips": 1,
+                                    "test_crops": 1, "batch_size": 1,
                                     "num_workers": 0, "demo_videos_per_class": 2, "demo_frames": 1,
                                     "demo_size": 8, "demo_digit_size": 1})
         check_val_fraction(self.val_fraction)
@@ -194,6 +230,13 @@ class VideoDataConfig:
         if self.video_dir is not None and self.list is None:
             raise ValueError("data.video_dir is only read with data.list (the folder the list's relative paths start "
                              "from): remove data.video_dir, or give the list as data.list")
+        if self.val_list is not None:
+            if self.resolved_source != "folder" or (self.list is None and self.root is None):
+                raise ValueError("data.val_list (the val split's own list) needs the train videos from data.list or "
+                                 "data.root: set one of them, or remove data.val_list")
+            if changed_options(self, ("val_fraction",)):
+                raise ValueError(f"data.val_fraction={self.val_fraction} is not read with data.val_list (that list is "
+                                 "the val split): remove data.val_fraction, or data.val_list to split by fraction")
         for key in changed_options(self, tuple(CROP_OPTIONS)):
             if CROP_OPTIONS[key] != self.crop:
                 raise ValueError(f"data.{key} is only read by data.crop={CROP_OPTIONS[key]}, but data.crop="
@@ -257,6 +300,7 @@ class VideoDataModule(SplitDataModule):
                           hflip=cfg.hflip, short=cfg.short_video, crop=self.crop)
 
     def _index(self) -> tuple[list[Path], list[int], list[str], str]:
+        """(paths, labels, classes, what) of the train source (data.root, data.list or the demo)."""
         cfg = self.cfg
         if self.source == "demo":
             digit = cfg.demo_size // 2 if cfg.demo_digit_size is None else cfg.demo_digit_size
@@ -274,13 +318,38 @@ class VideoDataModule(SplitDataModule):
         paths, labels, classes = read_video_list(cfg.list, video_dir=cfg.video_dir)
         return paths, labels, classes, f"list {cfg.list!r}"
 
+    def _with_val_list(self, paths: list[Path], labels: list[int], classes: list[str]
+                       ) -> tuple[list[Path], list[int], list[str], int]:
+        """The train source followed by data.val_list's videos, their labels in the train source's classes (a val
+        class name the train source lacks is an error naming it); returns (paths, labels, classes, train count)."""
+        val_paths, val_labels, val_classes = read_video_list(self.cfg.val_list, video_dir=self.cfg.video_dir)
+        names = [val_classes[y] if y >= 0 else None for y in val_labels]
+        if all(c == str(i) for i, c in enumerate(classes)) and all(c == str(i) for i, c in enumerate(val_classes)):
+            classes = [str(i) for i in range(max(len(classes), len(val_classes)))]  # integer labels: the same ids
+        unknown = sorted({n for n in names if n is not None and n not in classes})
+        if unknown:
+            raise ValueError(f"data.val_list={self.cfg.val_list!r} names class(es) {unknown[:10]} that the train "
+                             f"videos do not have (classes: {classes[:10]}{' ...' if len(classes) > 10 else ''})")
+        mapped = [classes.index(n) if n is not None else -1 for n in names]
+        return [*paths, *val_paths], [*labels, *mapped], classes, len(paths)
+
     def _prepare(self) -> None:
         if self._ready:
             return
         paths, labels, self._classes, what = self._index()
-        paths, labels = verify_files(paths, labels, lambda p: check_video(p, self.backend), on_error=self.cfg.on_error,
-                                     what=what, skips=self.skips)
-        train_idx, val_idx = split_indices(len(paths), val_fraction=self.cfg.val_fraction, seed=self.seed)
+        n_train = None
+        if self.cfg.val_list is not None:
+            paths, labels, self._classes, n_train = self._with_val_list(paths, labels, self._classes)
+            what = f"{what} and val list {self.cfg.val_list!r}"
+        rows = list(range(len(paths)))
+        kept, rows = verify_files(paths, rows, lambda p: check_video(p, self.backend), on_error=self.cfg.on_error,
+                                  what=what, skips=self.skips)
+        paths, labels = kept, [labels[r] for r in rows]
+        if n_train is None:
+            train_idx, val_idx = split_indices(len(paths), val_fraction=self.cfg.val_fraction, seed=self.seed)
+        else:
+            train_idx = [i for i, r in enumerate(rows) if r < n_train]
+            val_idx = [i for i, r in enumerate(rows) if r >= n_train]
         reader = self.reader()
 
         def subset(indices: list[int], *, clips: int, train: bool) -> VideoDataset:
@@ -290,7 +359,27 @@ class VideoDataModule(SplitDataModule):
         self.train_set = subset(train_idx, clips=self.cfg.repeat, train=True)
         self.train_eval_set = subset(train_idx, clips=1, train=False)
         self.val_set = subset(val_idx, clips=1, train=False)
+        self.test_views = VideoViewsDataset(paths=paths, labels=labels, indices=val_idx, reader=reader,
+                                            clips=self.cfg.test_clips, crops=self.cfg.test_crops,
+                                            on_error=self.cfg.on_error, skips=self.skips)
         self._ready = True
+
+    @property
+    def test_views_per_video(self) -> int:
+        """V = data.test_clips x data.test_crops views per val video in `test_dataloader`."""
+        return self.cfg.test_clips * self.cfg.test_crops
+
+    def test_dataloader(self) -> DataLoader:
+        """The fine-tuning stage's final score: the val split as V = test_clips x test_crops views per video
+        (`VideoViewsDataset`): batches {"video": (B*V, C, T, H, W), "label": (B,), "views": V} with B =
+        max(1, batch_size // V) videos (batch_size counts clips). One view: the val loader (the centred clip)."""
+        self._prepare()
+        views = self.test_views_per_video
+        if views == 1:
+            return self.val_dataloader()
+        return DataLoader(self.test_views, batch_size=max(1, self.batch_size // views), shuffle=False,
+                          drop_last=False, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, collate_fn=collate_views)
 
     def _loader(self, dataset: Dataset, *, sampler: SeededSampler | None = None, drop_last: bool,
                 videos_per_batch: int | None = None) -> DataLoader:
@@ -316,4 +405,5 @@ class VideoDataModule(SplitDataModule):
         return self._loader(self.train_set, sampler=sampler, drop_last=True, videos_per_batch=videos)
 
 
-__all__ = ["VideoDataModule", "VideoDataConfig", "read_video_list", "collate_clips"]
+__all__ = ["VideoDataModule", "VideoDataConfig", "VideoViewsDataset", "read_video_list", "collate_clips",
+           "collate_views"]

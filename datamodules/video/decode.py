@@ -107,25 +107,29 @@ def check_video(path: Path, backend: str) -> None:
         raise OSError(err.reason) from err
 
 
-def clip_starts(num_video_frames: int, span: int, clips: int, *, random: bool) -> Tensor:
-    """(K,) first-frame indices of K clips covering `span` frames: uniform random (train) or centred."""
+def clip_starts(num_video_frames: int, span: int, clips: int, *, random: bool, spread: bool = False) -> Tensor:
+    """(K,) first-frame indices of K clips covering `span` frames: uniform random (train), centred (val / eval), or
+    `spread` (multi-view test): K starts uniformly spaced from the first frame to the last possible one,
+    int(k x room / (K - 1)) as VideoMAE's test (`temporal_start = int(chunk_nb * temporal_step)`; one clip: centred)."""
     room = max(num_video_frames - span, 0)
     if random:
         return torch.randint(0, room + 1, (clips,))
+    if spread and clips > 1:
+        return torch.tensor([int(k * room / (clips - 1)) for k in range(clips)], dtype=torch.int64)
     return torch.full((clips,), room // 2, dtype=torch.int64)
 
 
 def clip_indices(num_video_frames: int, *, num_frames: int, sampling_rate: int, clips: int, random: bool,
-                 short: str, path: str | Path) -> Tensor:
-    """(K, T) frame indices: T = num_frames frames `sampling_rate` apart per clip. A video shorter than one clip
-    ((T - 1) * rate + 1 frames) is looped (`short="loop"`: indices wrap around), padded with its last frame
-    (`"pad"`) or refused (`"skip"`: LoadError, then the on_error policy applies)."""
+                 short: str, path: str | Path, spread: bool = False) -> Tensor:
+    """(K, T) frame indices: T = num_frames frames `sampling_rate` apart per clip (starts: `clip_starts`). A video
+    shorter than one clip ((T - 1) * rate + 1 frames) is looped (`short="loop"`: indices wrap around), padded with
+    its last frame (`"pad"`) or refused (`"skip"`: LoadError, then the on_error policy applies)."""
     span = (num_frames - 1) * sampling_rate + 1
     offsets = torch.arange(num_frames) * sampling_rate  # (T,)
     if num_video_frames < span and short == "skip":
         raise LoadError(path, f"{num_video_frames} frames, shorter than one clip of {span} (data.num_frames="
                               f"{num_frames} x data.sampling_rate={sampling_rate}; data.short_video=skip)")
-    index = clip_starts(num_video_frames, span, clips, random=random)[:, None] + offsets  # (K, T)
+    index = clip_starts(num_video_frames, span, clips, random=random, spread=spread)[:, None] + offsets  # (K, T)
     if short == "loop":
         return index % num_video_frames
     return index.clamp(max=num_video_frames - 1)
@@ -150,18 +154,41 @@ class ClipReader:
         out = torch.stack([self.spatial(clip, train=train) for clip in frames])  # (K, 3, T, h, w)
         return (out - self.mean) / self.std
 
-    def spatial(self, clip: Tensor, *, train: bool) -> Tensor:
-        """(T, H, W, 3) uint8 -> (3, T, h, w) in [0, 1]: short side resized, then cropped (train: the `crop` policy's
-        box, resized to image_size; eval: the centre box), maybe flipped."""
+    def views(self, path: str | Path, *, clips: int, crops: int) -> Tensor:
+        """The multi-view test of one file: (clips x crops, C, T, H, W) normalised, clip-major (view k * crops + j is
+        temporal clip k, spatial crop j). Clips: `clip_starts(spread=True)`; crops: `view_box` along the long side
+        (3 = left / centre / right, or top / centre / bottom for a portrait video: VideoMAE's test_num_crop)."""
+        plan = lambda n: clip_indices(n, num_frames=self.num_frames, sampling_rate=self.sampling_rate,  # noqa: E731
+                                      clips=clips, random=False, short=self.short, path=path, spread=True)
+        frames = self.read(path, plan)  # (K, T, H, W, 3) uint8
+        out = []
+        for clip in frames:
+            x = self.resized(clip, short=self.short_side[0])  # (T, 3, H', W')
+            size = (x.shape[-2], x.shape[-1])
+            for j in range(crops):
+                top, left, bh, bw = view_box(size, self.image_size, j, crops)
+                out.append(x[:, :, top : top + bh, left : left + bw].clamp(0, 1).transpose(0, 1))  # (3, T, h, w)
+        return (torch.stack(out) - self.mean) / self.std  # (K * S, 3, T, h, w)
+
+    def resized(self, clip: Tensor, *, short: int) -> Tensor:
+        """(T, H, W, 3) uint8 -> (T, 3, H', W') in [0, 1], the short side resized to `short` (never below the crop)."""
         x = clip.permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
-        lo, hi = self.short_side
-        short = int(torch.randint(lo, hi + 1, ())) if train and hi > lo else lo
         h, w = x.shape[-2:]
         size = (max(short, round(h * short / min(h, w))), max(short, round(w * short / min(h, w))))
         ch, cw = self.image_size
         size = (max(size[0], ch), max(size[1], cw))  # never smaller than the crop
         if size != (h, w):
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return x
+
+    def spatial(self, clip: Tensor, *, train: bool) -> Tensor:
+        """(T, H, W, 3) uint8 -> (3, T, h, w) in [0, 1]: short side resized, then cropped (train: the `crop` policy's
+        box, resized to image_size; eval: the centre box), maybe flipped."""
+        lo, hi = self.short_side
+        short = int(torch.randint(lo, hi + 1, ())) if train and hi > lo else lo
+        x = self.resized(clip, short=short)  # (T, 3, H', W')
+        size = (x.shape[-2], x.shape[-1])
+        ch, cw = self.image_size
         top, left, bh, bw = self.crop.box(size, (ch, cw)) if train else ((size[0] - ch) // 2, (size[1] - cw) // 2, ch, cw)
         x = x[:, :, top : top + bh, left : left + bw]
         if (bh, bw) != (ch, cw):  # multiscale / resized boxes
@@ -169,3 +196,15 @@ class ClipReader:
         if train and self.hflip and bool(torch.rand(()) < 0.5):
             x = x.flip(-1)
         return x.clamp(0, 1).transpose(0, 1).contiguous()  # (3, T, h, w)
+
+
+def view_box(size: tuple[int, int], out: tuple[int, int], index: int, count: int) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of test crop `index` of `count` in a frame of `size` (H, W) >= `out` (h, w): the boxes are
+    uniformly spaced along the long side (W, or H for a portrait frame; `int(index x step)` with step = (long - crop)
+    / (count - 1), as VideoMAE's test `spatial_start`) and centred on the short side; one crop is the centre box."""
+    (h, w), (ch, cw) = size, out
+    along_h = h > w
+    room = (h - ch) if along_h else (w - cw)
+    offset = int(index * room / (count - 1)) if count > 1 else room // 2
+    centre = (w - cw) // 2 if along_h else (h - ch) // 2
+    return (offset, centre, ch, cw) if along_h else (centre, offset, ch, cw)

@@ -26,13 +26,19 @@ def init_mae_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def transformer_blocks(*, dim: int, depth: int, num_heads: int, mlp_ratio: float) -> nn.ModuleList:
-    """`depth` pre-norm timm blocks (fused scaled-dot-product attention where timm enables it)."""
+def transformer_blocks(*, dim: int, depth: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0,
+                       norm_eps: float = 1e-6) -> nn.ModuleList:
+    """`depth` pre-norm timm blocks (fused scaled-dot-product attention where timm enables it). drop_path: the
+    stochastic-depth rate of the last block, rising linearly from 0 at the first (timm's / MAE's schedule)."""
     if dim % num_heads:
         raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+    if not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+    rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+    norm = partial(nn.LayerNorm, eps=norm_eps)
     return nn.ModuleList(
-        Block(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=LayerNorm)
-        for _ in range(depth)
+        Block(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm, drop_path=rate)
+        for rate in rates
     )
 
 
@@ -74,6 +80,8 @@ class Encoder(MAEEncoder):
         pos_embed: Callable[..., nn.Module],
         token_embed: Callable[..., nn.Module] | None = None,
         pos_every_block: bool = False,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if not isinstance(pos_every_block, bool):
@@ -90,8 +98,9 @@ class Encoder(MAEEncoder):
         self.embed = token_embed(in_dim=token_dim, dim=dim) if token_embed else nn.Linear(token_dim, dim)
         self.pos_embed = pos_embed(dim=dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
-        self.blocks = transformer_blocks(dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
-        self.norm = LayerNorm(dim)
+        self.blocks = transformer_blocks(dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                         drop_path=drop_path, norm_eps=norm_eps)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
         init_mae_weights(self)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)
@@ -120,19 +129,21 @@ class Encoder(MAEEncoder):
         """(B, prefix+K, D) normalised latents of the visible tokens `mask.keep` (all tokens if mask is None)."""
         return self.norm(self._encode(tokens, None if mask is None else mask.keep))
 
-    def pool(self, tokens: Tokens) -> Tensor:
-        """(B, pool_dim) one embedding per sample from all tokens, as MAE's linear probe / fine-tuning use it.
+    def pool(self, tokens: Tokens, keep: Tensor | None = None) -> Tensor:
+        """(B, pool_dim) one embedding per sample, as MAE's linear probe / fine-tuning use it: from all tokens, or
+        from the tokens at `keep` (B, K) only (Audio-MAE's fine-tuning masking drops the others).
 
         cls: norm(x)[:, 0]. mean: norm(mean of the non-padding tokens) (MAE's global_pool / timm fc_norm).
         max_mean: concat(max, mean) of the normalised non-padding tokens, (B, 2D) (Point-MAE style).
         """
-        x = self._encode(tokens, None)  # (B, prefix+N, D)
+        x = self._encode(tokens, keep)  # (B, prefix+K, D)
+        pad = tokens.pad if keep is None or tokens.pad is None else torch.gather(tokens.pad, 1, keep)  # (B, K)
         if self.pool_type == "cls":
             return self.norm(x)[:, 0]
         if self.pool_type == "max_mean":
-            return max_mean_pool(self.norm(x[:, self.num_prefix :]), tokens.pad)
-        x = x[:, self.num_prefix :]  # (B, N, D)
-        if tokens.pad is None:
+            return max_mean_pool(self.norm(x[:, self.num_prefix :]), pad)
+        x = x[:, self.num_prefix :]  # (B, K, D)
+        if pad is None:
             return self.norm(x.mean(dim=1))
-        weight = tokens.pad.logical_not().to(x.dtype).unsqueeze(-1)  # (B, N, 1)
+        weight = pad.logical_not().to(x.dtype).unsqueeze(-1)  # (B, K, 1)
         return self.norm((x * weight).sum(1) / weight.sum(1).clamp_min(1.0))

@@ -42,10 +42,25 @@ class Tokenizer(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> Tokens:
         raise NotImplementedError
 
+    def pooled_dim(self, pool_dim: int) -> int:
+        """Width of `merge_pooled`'s output for encoder features of width `pool_dim` (a fine-tuning head's input).
+        Default: the same (one token sequence per sample)."""
+        return pool_dim
+
     def merge_pooled(self, features: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """(rows, D) pooled features of the token sequences -> (B, D') one row per sample. Default: the
         identity (one token sequence per sample); time series fold channels into rows and merge them here."""
         return features
+
+    def raw_features(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, F) one row of raw input per sample, for the raw-input baseline of the frozen probes (eval.raw_input).
+        Default: the token values flattened, (B, N, C) -> (B, N*C), padding tokens (Tokens.pad) zeroed; a tokenizer
+        that folds several token sequences into one sample (time-series channels) joins its rows per sample here."""
+        tokens = self(batch)
+        values = tokens.values  # (B, N, C)
+        if tokens.pad is not None:
+            values = values.masked_fill(tokens.pad.unsqueeze(-1), 0.0)
+        return values.flatten(1)  # (B, N*C)
 
 
 class Masker:
@@ -76,7 +91,8 @@ class MAEEncoder(nn.Module):
     dim: latent width; num_prefix: prefix tokens (cls) at the start of `forward`'s output; pool_dim: width of
     `pool`'s output. forward(tokens, mask) -> (B, prefix+K, D) latents of the visible tokens (the transformer)
     or (B, prefix+N, D) of every token (a GNN, which needs all nodes to pass messages); mask None = no masking.
-    pool(tokens) -> (B, pool_dim) one embedding per token sequence of the unmasked tokens.
+    pool(tokens, keep) -> (B, pool_dim) one embedding per token sequence of the unmasked tokens (of the tokens at
+    `keep` (B, K) only, where the encoder supports it: fine-tuning with token dropping).
     """
 
     dim: int
@@ -86,7 +102,7 @@ class MAEEncoder(nn.Module):
     def forward(self, tokens: Tokens, mask: Mask | None = None) -> Tensor:
         raise NotImplementedError
 
-    def pool(self, tokens: Tokens) -> Tensor:
+    def pool(self, tokens: Tokens, keep: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
     def no_weight_decay(self) -> set[str]:

@@ -12,6 +12,10 @@ from mae.eval.rankme import rankme
 
 RANDOM_INIT_SUFFIX = "_random_init"
 """Suffix of the metrics computed with a randomly initialised encoder (the baseline column)."""
+RAW_INPUT_SUFFIX = "_raw_input"
+"""Suffix of the metrics computed on the raw input itself, no encoder (eval.raw_input: the other baseline column)."""
+BASELINES = {RANDOM_INIT_SUFFIX: "random init", RAW_INPUT_SUFFIX: "raw input"}
+"""Baseline suffix -> its column in `format_summary`, in column order."""
 
 
 def evaluate_features(
@@ -59,25 +63,38 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+def _beats(key: str, metrics: dict[str, float]) -> bool:
+    """Whether the raw-input baseline scores a higher accuracy than the pretrained encoder on `key` (an accuracy:
+    "acc" in its name, not a spread "_std")."""
+    raw, name = metrics.get(key + RAW_INPUT_SUFFIX), key.rsplit("/", 1)[-1]
+    accuracy = "acc" in name and not name.endswith("_std")
+    return accuracy and raw is not None and float(raw) > float(metrics[key])
+
+
 def format_summary(metrics: dict[str, float]) -> str:
     """An aligned text table of `metrics` for the end of a run.
 
-    Keys with a `<key>_random_init` twin become rows of a table with columns "pretrained" and
-    "random init"; every other key (train/loss, val/loss, ...) follows as a plain `key  value` line.
-    Rows keep the insertion order of `metrics`.
+    Keys with a `<key>_random_init` or `<key>_raw_input` twin become rows of a table with the columns "pretrained",
+    "random init" and (when any raw-input metric is there) "raw input", "-" where a row has no such twin; an
+    accuracy row on which the raw input beats the pretrained encoder ends in "<- raw input wins". Every other key
+    (train/loss, val/loss, ...) follows as a plain `key  value` line. Rows keep the insertion order of `metrics`.
     """
-    paired = [key for key in metrics if key + RANDOM_INIT_SUFFIX in metrics]
-    twins = {key + RANDOM_INIT_SUFFIX for key in paired}
+    columns = [suffix for suffix in BASELINES if any(key.endswith(suffix) for key in metrics)]
+    paired = [key for key in metrics if any(key + suffix in metrics for suffix in BASELINES)]
+    twins = {key + suffix for key in paired for suffix in BASELINES}
     others = [key for key in metrics if key not in twins and key not in paired]
     width = max([len("metric"), *(len(key) for key in [*paired, *others])])
     lines: list[str] = []
     if paired:
         col = len("random init")
-        lines.append(f"{'metric':<{width}}  {'pretrained':>{col}}  {'random init':>{col}}")
-        lines.append("-" * (width + 2 * col + 4))
+        names = ["pretrained", *(BASELINES[suffix] for suffix in columns)]
+        lines.append(f"{'metric':<{width}}" + "".join(f"  {name:>{col}}" for name in names))
+        lines.append("-" * (width + len(names) * (col + 2)))
         for key in paired:
-            pre, rnd = _fmt(float(metrics[key])), _fmt(float(metrics[key + RANDOM_INIT_SUFFIX]))
-            lines.append(f"{key:<{width}}  {pre:>{col}}  {rnd:>{col}}")
+            cells = [_fmt(float(metrics[key]))]
+            cells += [_fmt(float(metrics[key + s])) if key + s in metrics else "-" for s in columns]
+            flag = "  <- raw input wins" if _beats(key, metrics) else ""
+            lines.append(f"{key:<{width}}" + "".join(f"  {cell:>{col}}" for cell in cells) + flag)
         if others:
             lines.append("")
     for key in others:

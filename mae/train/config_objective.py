@@ -25,6 +25,12 @@ def objective_errors(cfg: DictConfig) -> list[str]:
     """Why `cfg.objective` would be missing from the run's metrics, each with what to set instead."""
     objective: str = cfg.objective
     errors = []
+    stage = cfg.get("stage", "pretrain")
+    if stage != "pretrain":
+        return finetune_objective_errors(cfg, objective, stage)
+    if objective.startswith("finetune/"):
+        errors.append(f"objective={objective} is a fine-tuning metric, and this run pre-trains (stage=pretrain): set "
+                      "stage=finetune pretrained=PATH, or an eval/ objective (eval/linear_acc)")
     if objective.startswith("eval/"):
         if not cfg.eval.get("enabled", True):
             errors.append(f"objective={objective} comes from the evaluation after fit, which eval.enabled=false "
@@ -43,3 +49,15 @@ def objective_errors(cfg: DictConfig) -> list[str]:
             errors.append(f"objective={objective} is logged by validation, which trainer.limit_val_batches=0 turns "
                           "off: set objective=train/loss, or trainer.limit_val_batches > 0")
     return errors
+
+
+def finetune_objective_errors(cfg: DictConfig, objective: str, stage: str) -> list[str]:
+    """A fine-tuning stage reports finetune/<metric> (its test metrics) and val/<metric> per epoch, not eval/."""
+    if objective.startswith("eval/"):
+        return [f"objective={objective} comes from the frozen-feature evaluation after pre-training; stage={stage} "
+                "reports finetune/<metric> (e.g. objective=finetune/top1, finetune/map, finetune/mse)"]
+    if objective.startswith("finetune/") and objective.endswith("_scratch") and not (
+            cfg.get("finetune") or {}).get("scratch_baseline", False):
+        return [f"objective={objective} is measured on the from-scratch baseline, which is off: set "
+                "finetune.scratch_baseline=true or objective=" + objective.removesuffix("_scratch")]
+    return []

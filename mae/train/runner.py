@@ -48,6 +48,11 @@ def build(cfg: DictConfig, datamodule: SplitDataModule) -> tuple[MAEModule, L.Tr
     module: MAEModule = instantiate(cfg.module)
     evaluation: EvalProtocol = instantiate(cfg.eval)
     evaluation.check(datamodule, objective=cfg.objective)
+    return module, build_trainer(cfg), evaluation
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Lightning trainer of cfg.trainer with the configured callbacks, loggers and plugins (SLURM ranks)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     plugins = [instantiate(p) for p in (cfg.trainer.get("plugins") or [])]
@@ -55,8 +60,7 @@ def build(cfg: DictConfig, datamodule: SplitDataModule) -> tuple[MAEModule, L.Tr
         # Ranks from SLURM (one task per GPU); requeue is done by mae.train.preemption.PreemptionCheckpoint, which saves
         # between steps, instead of Lightning's handler, which saves from inside the signal handler.
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
-    return module, trainer, evaluation
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
 
 
 def adapt_to_data(cfg: DictConfig, datamodule: SplitDataModule, run_dir: Path) -> None:
@@ -160,6 +164,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    if cfg.stage != "pretrain":
+        from mae.finetune.runner import run_finetune  # stage=finetune|linprobe
+
+        return run_finetune(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_resume(cfg)
     if rank_zero_only.rank == 0:

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "job_status.json"
-MARKDOWN_METRICS = ("train/loss", "val/loss", "eval/linear_acc", "eval/knn_acc", "eval/rankme")
+MARKDOWN_METRICS = ("train/loss", "val/loss", "eval/linear_acc", "eval/knn_acc", "eval/rankme",
+                    "finetune/label_fraction", "finetune/top1", "finetune/top1_scratch")
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "seconds")
 
 
@@ -113,6 +114,9 @@ def write_summary(sweep_dir: str | Path, objective: str | None = None) -> list[d
     text_csv, text_md = summary_tables(rows, objective)
     _write_atomic(sweep_dir / "summary.csv", text_csv)
     _write_atomic(sweep_dir / "summary.md", text_md)
+    from mae.finetune.label_curve import write_label_curve  # a sweep over finetune.label_fraction: the curve
+
+    write_label_curve(sweep_dir, rows, objective)
     return rows
 
 

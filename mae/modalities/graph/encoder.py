@@ -127,6 +127,9 @@ class GraphEncoder(MAEEncoder):
         h = self.gat(x.reshape(b * n, c), flat_edges(tokens, "GraphEncoder"))  # (B*N, dim)
         return h.reshape(b, n, self.dim)
 
-    def pool(self, tokens: Tokens) -> Tensor:
-        """(B, dim) graph embeddings: mean / max / sum of the unmasked node latents over the real nodes."""
+    def pool(self, tokens: Tokens, keep: Tensor | None = None) -> Tensor:
+        """(B, dim) graph embeddings: mean / max / sum of the unmasked node latents over the real nodes (every node:
+        a GNN passes messages over all of them, so `keep` must be None)."""
+        if keep is not None:
+            raise ValueError("the graph encoder pools every node: fine-tuning token dropping does not apply to graphs")
         return masked_pool(self(tokens, None), tokens.pad, self.pool_type)

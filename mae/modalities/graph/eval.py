@@ -5,6 +5,8 @@ the shared `evaluate_features` (linear probe, kNN, RankMe) from the probe-train 
 Graph level: pooled graph embeddings (`module.embed`) of the train / val graphs, the same protocol.
 Both write `<plot_dir>/embeddings.png` (eval.plot_dir, the run directory by default): a 2-D PCA of the held-out
 embeddings coloured by class, one panel per encoder (pretrained, random init).
+GraphMAE's own protocols (its Adam-trained linear probe over 20 seeds, its SVM with 10-fold cross-validation) are
+eval=graphmae (mae/modalities/graph/protocol.py), which adds them to these metrics.
 """
 from __future__ import annotations
 
@@ -73,6 +75,8 @@ class GraphData(EvalData, Protocol):
     def setup(self, stage: str | None = None) -> None: ...
 
     def node_batches(self, nodes: Tensor) -> list[dict[str, Tensor]]: ...
+
+    def node_split(self) -> tuple[Tensor, Tensor, Tensor]: ...  # node level: (train, val, test) ids (eval=graphmae)
 
 
 class GraphProbe(EvalProtocol):

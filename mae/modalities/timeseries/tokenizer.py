@@ -76,18 +76,25 @@ class PatchTSTTokenizer(Tokenizer):
 
     patch_len: steps per patch (PatchTST: 12, stride = patch_len: non-overlapping, as its self-supervised model).
     merge: how `merge_pooled` turns per-channel pooled features (B*C, D) into one vector per sample for the
-    frozen-feature evaluation: "concat" (B, C*D) (keeps which channel said what) or "mean" (B, D).
+    frozen-feature evaluation and the pooled fine-tuning heads: "concat" (B, C*D) (keeps which channel said what;
+    PatchTST's ClassificationHead is a Linear on n_vars * d_model) or "mean" (B, D).
+    channels: the series' channel count C when known before the first batch (`${data.channels}`); `pooled_dim`
+    needs it for merge="concat" (a head's input width C*D), and batches with another C are refused. None: any C,
+    and `pooled_dim` of a concat merge is an error naming the fix.
     """
 
     layout = "series patches"
 
-    def __init__(self, *, patch_len: int, merge: str = "concat", key: str = "series",
+    def __init__(self, *, patch_len: int, merge: str = "concat", channels: int | None = None, key: str = "series",
                  observed_key: str = "observed", eps: float = REVIN_EPS) -> None:
         super().__init__()
         if isinstance(patch_len, bool) or not isinstance(patch_len, int) or patch_len < 1:
             raise ValueError(f"tokenizer.patch_len must be an int >= 1, got {patch_len!r}")
         if merge not in ("concat", "mean"):
             raise ValueError(f"tokenizer.merge must be 'concat' or 'mean', got {merge!r}")
+        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+            raise ValueError(f"tokenizer.channels must be an int >= 1 or null, got {channels!r}")
+        self.channels = channels
         self.patch_len, self.merge, self.key, self.observed_key, self.eps = patch_len, merge, key, observed_key, eps
         self.token_dim = patch_len
         self.grid = None  # (N,) depends on the series length; set per batch in Tokens.grid
@@ -99,6 +106,10 @@ class PatchTSTTokenizer(Tokenizer):
             x = x.unsqueeze(-1)  # (B, L) univariate -> (B, L, 1)
         if x.ndim != 3:
             raise ValueError(f"batch[{self.key!r}] must be (B, L, C) or (B, L), got shape {tuple(x.shape)}")
+        if self.channels is not None and x.shape[-1] != self.channels:
+            raise ValueError(f"batch[{self.key!r}] has {x.shape[-1]} channels, the tokenizer was built for "
+                             f"tokenizer.channels={self.channels} (a fine-tuning head is sized by it): use data with "
+                             f"{self.channels} channels, or set data.columns to choose them")
         if x.shape[1] < self.patch_len:
             raise ValueError(f"series of {x.shape[1]} steps are shorter than one patch (tokenizer.patch_len="
                              f"{self.patch_len}): lower tokenizer.patch_len or raise data.context")
@@ -123,11 +134,25 @@ class PatchTSTTokenizer(Tokenizer):
             pad = obs.repeat_interleave(c, dim=0)  # (B*C, N), rows in the (B, C) folding order
         return Tokens(values=values, pos=pos, grid=(n,), pad=pad)  # float32, normalised units
 
+    def pooled_dim(self, pool_dim: int) -> int:
+        """Width of `merge_pooled`'s output: C * pool_dim ("concat", needs `channels`) or pool_dim ("mean")."""
+        if self.merge == "mean":
+            return pool_dim
+        if self.channels is None:
+            raise ValueError("tokenizer.merge=concat concatenates the C channels' features, and tokenizer.channels is "
+                             "not set, so a head's input width C x D is unknown: pre-train with "
+                             "tokenizer.channels=${data.channels} (or the number), or with tokenizer.merge=mean")
+        return self.channels * pool_dim
+
     def merge_pooled(self, features: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """(B*C, D) per-channel pooled features -> (B, C*D) ("concat") or (B, D) ("mean")."""
         x, _ = self.series(batch)
         per_channel = unfold_channels(features, x.shape[-1])  # (B, C, D)
         return per_channel.flatten(1) if self.merge == "concat" else per_channel.mean(dim=1)
 
-
-
+    def raw_features(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, C*N*P) the sample's RevIN-normalised patches, every channel's, flattened (unobserved patches zeroed):
+        the per-channel rows of the default (B*C, N*P) joined back per sample, whatever `merge` is."""
+        rows = super().raw_features(batch)  # (B*C, N*P)
+        x, _ = self.series(batch)
+        return unfold_channels(rows, x.shape[-1]).flatten(1)  # (B, C*N*P)
