@@ -146,3 +146,15 @@ def test_finetune_from_an_official_timm_pth_and_a_hf_directory(tmp_path):
     metrics = run(compose_cfg([*FINETUNE, "stage=finetune", f"pretrained={tmp_path / 'hf'}", "finetune.epochs=1"],
                               tmp_path / "hfrun"))  # the architecture from config.json: no model= needed
     assert "finetune/top1" in metrics
+
+
+@pytest.mark.e2e
+def test_finetune_under_ddp_two_cpu_processes(pretrained, tmp_path):
+    """trainer=ddp_cpu: the test metrics are gathered over both ranks (the confusion matrix too), rank 0 writes."""
+    done = train_cli(tmp_path / "ddp", *DATA, "data.batch_size=8", "stage=finetune", f"pretrained={pretrained}",
+                     "trainer=ddp_cpu", "finetune.epochs=1", "finetune.scratch_baseline=true", "logger=csv",
+                     "trainer.enable_progress_bar=false")
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert {"finetune/top1", "finetune/top1_scratch"} <= saved.keys() and saved["optim/effective_batch"] == 16
+    assert (tmp_path / "ddp" / "confusion.png").exists() and (tmp_path / "ddp" / "scratch" / "confusion.png").exists()

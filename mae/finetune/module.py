@@ -121,8 +121,8 @@ class FinetuneModule(L.LightningModule):
     def _log_metrics(self, stage: str) -> None:
         for name, value in self.task.compute().items():
             self.log(f"{stage}/{name}", value, prog_bar=stage == "val" and name == self.task.monitor, sync_dist=False)
-        if stage == "test" and self.figure_dir is not None and self.trainer.is_global_zero:
-            self.task.figures(self.figure_dir, self.classes)
+        if stage == "test" and self.figure_dir is not None:  # every rank: the metric states are gathered
+            self.task.figures(self.figure_dir if self.trainer.is_global_zero else None, self.classes)
         self.task.reset()
 
     def on_validation_epoch_start(self) -> None:

@@ -34,6 +34,14 @@ def views_of(batch: dict) -> int:
     return int(views[0]) if isinstance(views, Tensor) and views.ndim else int(views)
 
 
+def check_task_options(label_smoothing: float, view_reduce: str) -> None:
+    """The options every classification-like task shares, checked at construction."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"finetune.task.label_smoothing must be in [0, 1), got {label_smoothing}")
+    if view_reduce not in ("softmax_mean", "logit_mean"):
+        raise ValueError(f"finetune.task.view_reduce must be softmax_mean or logit_mean, got {view_reduce!r}")
+
+
 def reduce_views(out: Tensor, views: int, how: ViewReduce) -> Tensor:
     """(B*V, K) outputs of V views per sample -> (B, K) one score row per sample."""
     if views == 1:
@@ -57,8 +65,10 @@ class Task(nn.Module):
     label_smoothing: float = 0.0
     view_reduce: ViewReduce = "softmax_mean"
 
-    def figures(self, dirpath: Path, classes: list[str]) -> list[Path]:
-        """Pictures of the accumulated test metrics (before `reset`), saved under `dirpath`. Default: none."""
+    def figures(self, dirpath: Path | None, classes: list[str]) -> list[Path]:
+        """Pictures of the accumulated test metrics (before `reset`), saved under `dirpath`. Called on every rank
+        (metric states are gathered collectively); only rank 0 passes a `dirpath`, the others None (draw nothing).
+        Default: none."""
         return []
 
     def setup(self, *, num_classes: int) -> None:
@@ -102,10 +112,7 @@ class Classification(Task):
 
     def __init__(self, *, label_smoothing: float = 0.0, view_reduce: ViewReduce = "softmax_mean") -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"finetune.task.label_smoothing must be in [0, 1), got {label_smoothing}")
-        if view_reduce not in ("softmax_mean", "logit_mean"):
-            raise ValueError(f"finetune.task.view_reduce must be softmax_mean or logit_mean, got {view_reduce!r}")
+        check_task_options(label_smoothing, view_reduce)
         self.label_smoothing, self.view_reduce = label_smoothing, view_reduce
         self.soft_ce = SoftTargetCrossEntropy()
         self.num_classes = 0
@@ -142,12 +149,15 @@ class Classification(Task):
     def compute(self) -> dict[str, float]:
         return {name: float(value) for name, value in self.metrics.compute().items()}
 
-    def figures(self, dirpath: Path, classes: list[str]) -> list[Path]:
+    def figures(self, dirpath: Path | None, classes: list[str]) -> list[Path]:
         """confusion.png: the confusion matrix (rows = true class, normalised per row) and the per-class accuracy."""
         from mae.finetune.pictures import draw_confusion
 
+        confusion, per_class = self.confusion.compute().cpu(), self.per_class.compute().cpu()  # collective under DDP
+        if dirpath is None:
+            return []
         path = dirpath / "confusion.png"
-        draw_confusion(self.confusion.compute().cpu(), self.per_class.compute().cpu(), classes, path)
+        draw_confusion(confusion, per_class, classes, path)
         return [path]
 
     def reset(self) -> None:
@@ -170,10 +180,7 @@ class MultiLabel(Task):
 
     def __init__(self, *, label_smoothing: float = 0.0, view_reduce: ViewReduce = "logit_mean") -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"finetune.task.label_smoothing must be in [0, 1), got {label_smoothing}")
-        if view_reduce not in ("softmax_mean", "logit_mean"):
-            raise ValueError(f"finetune.task.view_reduce must be softmax_mean or logit_mean, got {view_reduce!r}")
+        check_task_options(label_smoothing, view_reduce)
         self.label_smoothing = label_smoothing  # under mixup: timm smooths each label towards 0.5
         self.view_reduce = view_reduce
         self.num_classes = 0

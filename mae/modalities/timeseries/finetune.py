@@ -179,10 +179,10 @@ class Forecast(Task):
         out["mse"], out["mae"] = float(mse.mean()), float(mae.mean())
         return out
 
-    def figures(self, dirpath: Path, classes: list[str]) -> list[Path]:
+    def figures(self, dirpath: Path | None, classes: list[str]) -> list[Path]:
         """forecast_h<H_max>.png: the first complete test window's last channel, its fine-tuned forecast and the
         last-value baseline (the data's scaled units)."""
-        if self.example is None:
+        if self.example is None or dirpath is None:
             return []
         return [draw_forecast(self.example, self.out_dim, dirpath / f"forecast_h{self.out_dim}.png")]
 
