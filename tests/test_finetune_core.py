@@ -156,3 +156,24 @@ def test_label_efficiency_curve_of_a_sweep(tmp_path):
     assert [line.split(",")[0] for line in lines[1:]] == ["0.01", "0.1", "1.0"]  # sorted; the 0.1 runs averaged
     assert float(lines[2].split(",")[1]) == pytest.approx(0.85) and float(lines[2].split(",")[3]) == pytest.approx(0.3)
     assert write_label_curve(tmp_path / "x", rows[:1], "finetune/top1") is None  # one fraction: no curve
+
+
+def test_summary_gain_is_positive_when_pretraining_helps_for_errors_too():
+    from mae.finetune.report import format_finetune_summary
+
+    table = format_finetune_summary({"finetune/top1": 0.9, "finetune/top1_scratch": 0.8, "finetune/mse_h96": 0.5,
+                                     "finetune/mse_h96_scratch": 0.4})
+    top1, mse = (line for line in table.splitlines() if line.startswith(("finetune/top1", "finetune/mse")))
+    assert top1.split()[-1] == "+0.1000" and "scratch wins" not in top1
+    assert mse.split()[-4:] == ["-0.1000", "<-", "scratch", "wins"]  # a higher error is a loss for pre-training
+
+
+def test_the_mae_recipe_carries_the_papers_values():
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=mae_vit_base_in1k_finetune", "pretrained=/x.pth", "data.root=/y"], "/tmp/unused")
+    ft = cfg.finetune
+    assert (ft.mixup.mixup_alpha, ft.mixup.cutmix_alpha, ft.mixup.prob, ft.mixup.switch_prob) == (0.8, 1.0, 1.0, 0.5)
+    assert (ft.layer_decay, ft.drop_path, ft.epochs, ft.task.label_smoothing) == (0.65, 0.1, 100, 0.1)
+    assert (ft.optim.blr, ft.optim.effective_batch_size, ft.optim.warmup_epochs) == (5e-4, 1024, 5)
+    assert (ft.data.random_erasing, ft.data.rand_augment) == (0.25, "rand-m9-mstd0.5-inc1-mmax9")

@@ -58,10 +58,10 @@ def test_finetune_with_scratch_baseline_writes_both_columns(pretrained, tmp_path
 @pytest.mark.e2e
 def test_linprobe_keeps_the_encoder_frozen(pretrained, tmp_path):
     run_dir = tmp_path / "lp"
-    run(compose_cfg([*FINETUNE, "stage=linprobe", f"pretrained={pretrained / 'checkpoints' / 'last.ckpt'}"],
-                    run_dir))
+    run(compose_cfg([*FINETUNE, "stage=linprobe", f"pretrained={pretrained / 'checkpoints' / 'last.ckpt'}",
+                     "linprobe.epochs=2"], run_dir))  # the probe's block wins over finetune.*: linprobe.* sets it
     saved = json.loads((run_dir / "metrics.json").read_text())
-    assert "finetune/top1" in saved and saved["finetune/label_fraction"] == 1.0
+    assert "finetune/top1" in saved and saved["finetune/label_fraction"] == 1.0 and saved["finetune/epochs"] == 2
     start = encoder_weights(pretrained / "checkpoints" / "last.ckpt")
     after = encoder_weights(run_dir / "checkpoints" / "last.ckpt")
     for key, value in start.items():

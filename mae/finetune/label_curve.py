@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mae.finetune.report import SCRATCH_SUFFIX
+from mae.finetune.report import SCRATCH_SUFFIX, gain
 
 FRACTION = "finetune/label_fraction"
 
@@ -42,7 +42,7 @@ def write_label_curve(sweep_dir: Path, rows: list[dict[str, Any]], objective: st
     writer.writerow(["label_fraction", metric, metric + SCRATCH_SUFFIX, "gain"])
     for fraction, value, scratch in points:
         writer.writerow([fraction, value, "" if scratch is None else scratch,
-                         "" if scratch is None else value - scratch])
+                         "" if scratch is None else gain(metric, value, scratch)])
     (sweep_dir / "label_efficiency.csv").write_text(buf.getvalue())
     import matplotlib
 
