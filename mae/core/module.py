@@ -37,6 +37,7 @@ class MAEModule(L.LightningModule):
         seed: int = 0,
         compile: bool = False,
         decoder_mask: DecoderMask | None = None,
+        lr_batch_divisor: int = 1,
     ) -> None:
         super().__init__()
         if decoder_mask is not None:  # dual masking: the decoder reconstructs a subset of the hidden tokens
@@ -52,6 +53,9 @@ class MAEModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.batch_size, self.blr, self.lr, self.weight_decay = batch_size, blr, lr, weight_decay
         self.warmup_epochs, self.min_lr, self.seed, self.compile_model = warmup_epochs, min_lr, seed, compile
+        if isinstance(lr_batch_divisor, bool) or not isinstance(lr_batch_divisor, int) or lr_batch_divisor < 1:
+            raise ValueError(f"optim.lr_batch_divisor must be an integer >= 1, got {lr_batch_divisor!r}")
+        self.lr_batch_divisor = lr_batch_divisor  # the lr rule counts effective_batch / this (MAE-ST: videos = clips / repeat)
         self._generator: torch.Generator | None = None
         self.resolved_lr: float | None = None
 
@@ -110,8 +114,9 @@ class MAEModule(L.LightningModule):
             self.decoder.compile()
 
     def effective_batch(self) -> int:
+        """The batch of the lr rule: samples per optimiser step / lr_batch_divisor (1 = every sample counts)."""
         t = self.trainer
-        return self.batch_size * t.accumulate_grad_batches * t.world_size
+        return max(1, self.batch_size * t.accumulate_grad_batches * t.world_size // self.lr_batch_divisor)
 
     def optimizer_overrides(self) -> dict:
         """Keyword arguments that replace the optimizer config's for this trainer: Lightning refuses to clip the
