@@ -22,6 +22,7 @@ MASKS = {"random": "mae.core.masking.RandomMasker", "block": "mae.core.masking.B
 TARGETS = {"norm_pix": "mae.core.targets.NormPixTarget", "pixel": "mae.core.targets.PixelTarget",
            "hog": "mae.modalities.image.targets.HOGTarget", "video_hog": "mae.modalities.video.targets.VideoHOGTarget",
            "tubelet_norm_pix": "mae.modalities.video.targets.TubeletNormPixTarget",
+           "pred_frames": "mae.modalities.video.targets.PredFramesTarget",
            "point_group": "mae.modalities.pointcloud.targets.PointGroupTarget",
            "node_features": "mae.modalities.graph.targets.NodeFeatureTarget",
            "revin_patch": "mae.modalities.timeseries.targets.RevINPatchTarget"}

@@ -9,7 +9,8 @@ optional horizontal flip -> [0, 1] -> (x - mean) / std per channel. Batches are 
 
 `repeat=K` (MAE-ST's repeated sampling; VideoMAE fine-tuning's `--num_sample`): a video is decoded once and yields
 K clips, each with its own start, scale and crop. `batch_size` counts CLIPS: a train batch holds batch_size / K
-videos x K clips (batch_size must be a multiple of K); the learning rate scales with the clips. Evaluation loaders
+videos x K clips (batch_size must be a multiple of K); one epoch is one pass over the videos. The lr rule counts
+clips unless optim.lr_batch_divisor says otherwise (MAE-ST / VideoMAE V2 recipes: data.repeat, i.e. videos). Evaluation loaders
 take one centred clip per video. Augmentation randomness is a pure function of (seed, epoch, position) through
 `SeededSampler`, also with K > 1.
 

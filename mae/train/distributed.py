@@ -98,12 +98,25 @@ def resolve_batch(cfg: DictConfig) -> BatchPlan:
     return plan
 
 
-def describe(plan: BatchPlan, *, blr: float, lr: float | None) -> dict:
-    """The resolved numbers printed at start-up and saved as <run_dir>/resolved.yaml."""
-    out = {**asdict(plan), "world_size": plan.world_size, "effective_batch": plan.effective, "blr": blr}
-    out["lr"] = resolve_lr(blr=blr, lr=lr, effective_batch=plan.effective)
-    out["lr_rule"] = "optim.lr (absolute)" if lr is not None else "blr x effective_batch / 256"
+def describe(plan: BatchPlan, *, blr: float, lr: float | None, lr_batch_divisor: int = 1) -> dict:
+    """The resolved numbers printed at start-up and saved as <run_dir>/resolved.yaml. `effective_batch` counts
+    samples per optimiser step; the lr rule counts `lr_batch` = effective_batch // optim.lr_batch_divisor (MAE-ST /
+    VideoMAE V2: videos = clips / data.repeat), as MAEModule.effective_batch does."""
+    if isinstance(lr_batch_divisor, bool) or not isinstance(lr_batch_divisor, int) or lr_batch_divisor < 1:
+        raise ValueError(f"optim.lr_batch_divisor must be an integer >= 1, got {lr_batch_divisor!r}")
+    lr_batch = max(1, plan.effective // lr_batch_divisor)
+    out = {**asdict(plan), "world_size": plan.world_size, "effective_batch": plan.effective,
+           "lr_batch_divisor": lr_batch_divisor, "lr_batch": lr_batch, "blr": blr}
+    out["lr"] = resolve_lr(blr=blr, lr=lr, effective_batch=lr_batch)
+    out["lr_rule"] = "optim.lr (absolute)" if lr is not None else lr_rule(lr_batch_divisor)
     return out
+
+
+def lr_rule(lr_batch_divisor: int) -> str:
+    """The scaling rule in words, for the log."""
+    if lr_batch_divisor == 1:
+        return "blr x effective_batch / 256"
+    return f"blr x (effective_batch / optim.lr_batch_divisor={lr_batch_divisor}) / 256"
 
 
 def weights_digest(module: torch.nn.Module) -> str:

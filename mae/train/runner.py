@@ -20,7 +20,7 @@ from mae.eval import format_summary
 from mae.eval.protocol import EvalProtocol
 from mae.train.checkpoints import check_checkpoint, find_resume_checkpoint, resume_candidates
 from mae.train.config_check import validate
-from mae.train.distributed import count_devices, describe, resolve_batch
+from mae.train.distributed import count_devices, describe, lr_rule, resolve_batch
 from mae.train.preemption import Preempted, PreemptionCheckpoint
 from mae.train.rundir import (
     RunDirLock,
@@ -79,9 +79,10 @@ def adapt_to_data(cfg: DictConfig, datamodule: SplitDataModule, run_dir: Path) -
                              f"{cfg.optim.effective_batch_size} is fixed; lower both")
         changed["batch_size"] = batch
         if rank_zero_only.rank == 0:
+            rule = "optim.lr (absolute)" if cfg.optim.get("lr") is not None else lr_rule(
+                cfg.optim.get("lr_batch_divisor", 1))
             print(f"note: data.batch_size {asked} -> {batch}: the train split holds {datamodule.num_train} "
-                  f"{datamodule.unit} ({world} rank(s)), fewer than one batch per rank; the lr follows "
-                  f"{'optim.lr (absolute)' if cfg.optim.get('lr') is not None else 'blr x effective_batch / 256'}",
+                  f"{datamodule.unit} ({world} rank(s)), fewer than one batch per rank; the lr follows {rule}",
                   flush=True)
     if not changed:
         return
@@ -130,7 +131,8 @@ def prepare_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
 
 def resolve_optimisation(cfg: DictConfig, run_dir: Path) -> dict:
     """Effective batch -> accumulation (written into cfg.trainer), printed and saved as run_dir/resolved.yaml."""
-    resolved = describe(resolve_batch(cfg), blr=float(cfg.optim.blr), lr=cfg.optim.get("lr"))
+    resolved = describe(resolve_batch(cfg), blr=float(cfg.optim.blr), lr=cfg.optim.get("lr"),
+                        lr_batch_divisor=cfg.optim.get("lr_batch_divisor", 1))
     if rank_zero_only.rank == 0:
         text = OmegaConf.to_yaml(OmegaConf.create({"optim": resolved}))
         tmp = run_dir / ".resolved.yaml.tmp"

@@ -39,8 +39,16 @@ def frame_scores(batch: int, grid: tuple[int, int, int], *, device: torch.device
     return per_step.expand(batch, t, h * w).reshape(batch, t * h * w)  # (B, N)
 
 
+def tube_masked(num_positions: int, ratio: float) -> int:
+    """Hidden spatial positions per time step, VideoMAE's count: `int(mask_ratio * num_patches_per_frame)`
+    (masking_generator.py TubeMaskingGenerator, the same in VideoMAE V2), kept in [1, H*W - 1]. At 14x14 and 0.9:
+    176 hidden, 20 visible (MAE's rule, `num_masked`, would hide 177)."""
+    num_masked(2, ratio)  # validates the ratio
+    return min(max(int(ratio * num_positions), 1), num_positions - 1)
+
+
 class TubeMasker(Masker):
-    """VideoMAE tube masking: one random spatial mask of exactly `num_masked(H*W, ratio)` positions per
+    """VideoMAE tube masking: one random spatial mask of exactly `tube_masked(H*W, ratio)` positions per
     sample, shared by all T time steps (hidden tokens = T times that). Ties between the T copies of a
     position never matter: whole positions are hidden or kept. VideoMAE V2: decoder_mask=running_cell."""
 
@@ -56,7 +64,7 @@ class TubeMasker(Masker):
     def scores(self, grid: tuple[int, int, int], batch: int, device: torch.device,
                generator: torch.Generator | None) -> tuple[Tensor, int]:
         t, h, w = grid
-        return tube_scores(batch, grid, device=device, generator=generator), t * num_masked(h * w, self.ratio)
+        return tube_scores(batch, grid, device=device, generator=generator), t * tube_masked(h * w, self.ratio)
 
     def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
         grid = check_time_grid(tokens.grid, self.what)
