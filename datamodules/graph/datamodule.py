@@ -50,6 +50,7 @@ from datamodules.base import SplitDataModule
 from datamodules.checks import OnError, build_config, check_fields, check_val_fraction
 from datamodules.graph.ops import (
     CSR,
+    FeatureNorm,
     PeKind,
     bfs_subgraph,
     clean_graph,
@@ -59,6 +60,7 @@ from datamodules.graph.ops import (
     num_subgraphs,
     positional_encoding,
     random_sign_flip,
+    row_normalize,
 )
 from datamodules.graph.options import unread_options
 from datamodules.graph.sources import MOTIFS, motif_dataset, read_smiles_csv, topic_features
@@ -150,6 +152,8 @@ class GraphDataConfig:
     dir: str | None = None  # noqa: A003 - where datasets are downloaded / generated (null: $TMPDIR/mae_graph_data)
     num_features: int | None = None  # node-feature width, >= 1; null: the data's (no features: max degree + 1; sbm 256)
     pe: PeKind = "laplacian"  # positional encodings: laplacian | random_walk | none
+    feature_norm: FeatureNorm = "none"  # none: features as stored; row: each node's features divided by their sum
+    # (DGL's Cora / CiteSeer / PubMed, as GraphMAE reads them: ops.row_normalize)
     pe_dim: int = 8  # positional-encoding width, >= 1
     batch_size: int = 32  # graphs (graph level) or subgraphs (node level with subgraph_nodes) per batch, >= 1
     subgraph_nodes: int | None = None  # node level: null = full batch; K >= 2 = BFS subgraphs of <= K nodes
@@ -297,6 +301,8 @@ class GraphDataModule(SplitDataModule):
                 self.skips.skip(what, str(err))
                 continue
             graph.y = labels
+            if cfg.feature_norm == "row":
+                graph.x = row_normalize(graph.x)
             graphs.append(graph)
         if not graphs:
             first = f" (the first: {self.skips.skipped[0][1]})" if self.skips.count else ""

@@ -21,6 +21,7 @@ from torch_geometric.transforms import AddLaplacianEigenvectorPE, AddRandomWalkP
 from torch_geometric.utils import coalesce, degree, remove_self_loops, subgraph, to_undirected
 
 PeKind = Literal["laplacian", "random_walk", "none"]  # data.pe
+FeatureNorm = Literal["none", "row"]  # data.feature_norm
 PE_KINDS = get_args(PeKind)
 MAX_ABS_FEATURE = 1e15  # node features are fed as they are (no scaling): beyond this their float32 squares overflow
 UNLABELED = -1  # a missing label (evaluation leaves it out)
@@ -63,6 +64,16 @@ def feature_width(graphs: list[Data], *, given: int | None, what: str) -> int:
         raise ValueError(f"{what}: node features are {found[0]} wide but data.num_features={given}; "
                          f"set data.num_features={found[0]}")
     return found[0]
+
+
+def row_normalize(x: Tensor) -> Tensor:
+    """(n, F) -> (n, F) with each row divided by its sum, all-zero rows left at 0: DGL's citation datasets
+    (`dgl/data/citation_graph.py` `_preprocess_features`: r_inv = rowsum^-1, inf -> 0, diag(r_inv) @ features), which
+    GraphMAE's Cora / CiteSeer / PubMed features pass through. Not PyG's `NormalizeFeatures`, which clamps the sum at 1
+    (rows of PubMed's TF-IDF values summing below 1 would stay unnormalised) and shifts by the minimum first."""
+    total = x.sum(dim=1, keepdim=True)  # (n, 1)
+    inverse = torch.where(total != 0, 1.0 / total, torch.zeros_like(total))
+    return x * inverse
 
 
 def check_feature_values(x: Tensor, *, what: str) -> None:

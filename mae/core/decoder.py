@@ -28,6 +28,7 @@ class Decoder(MAEDecoder):
         window: list[int] | None = None,
         window_shift: bool = True,
         pos_every_block: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(pos_every_block, bool):
@@ -41,7 +42,9 @@ class Decoder(MAEDecoder):
         self.embed = nn.Linear(enc_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = pos_embed(dim=dim)
-        self.blocks = transformer_blocks(dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
+        # drop_path: stochastic depth rising linearly to this rate over the blocks (Point-MAE's decoder: 0.1)
+        self.blocks = transformer_blocks(dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                         drop_path=drop_path)
         self.norm = LayerNorm(dim)
         self.head = nn.Linear(dim, out_dim)
         init_mae_weights(self)
