@@ -1,4 +1,4 @@
-"""The Point-MAE and GraphMAE paper recipes against their official code: each recipe composed and its key values
+"""The MAE, Point-MAE and GraphMAE paper recipes against their official code: each recipe composed and its key values
 (lr, epochs, warm-up, weight decay, clip, mask ratio, decoder shape, drop path, feature normalisation, evaluation)
 asserted; the drop-path rates and DGL's row normalisation tested against small ports of the official lines."""
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datamodules.graph.ops import row_normalize
 from mae.core.decoder import Decoder
 from mae.core.pos_embed import MLPPosEmbed
 from mae.train.config_check import validate
+from mae.train.distributed import describe, resolve_batch
 from tests.conftest import compose_cfg
 
 
@@ -37,6 +38,25 @@ def official_preprocess_features(features: sp.csr_matrix) -> np.ndarray:
 def drop_rates(blocks: torch.nn.Module) -> list[float]:
     """Each timm block's stochastic-depth rate (0 where it is an Identity)."""
     return [float(getattr(b.drop_path1, "drop_prob", 0.0)) for b in blocks]
+
+
+# ------------------------------------------------------------------------------------------------- MAE
+def test_mae_recipe_is_the_official_pretrain_command(tmp_path) -> None:
+    """facebookresearch/mae PRETRAIN.md (8 nodes, --batch_size 64 --mask_ratio 0.75 --epochs 800 --warmup_epochs 40
+    --blr 1.5e-4 --weight_decay 0.05 --norm_pix_loss), main_pretrain.py, models_mae.py mae_vit_base_patch16_dec512d8b."""
+    cfg = compose_cfg(["experiment=mae_vit_base_in1k", "data.root=/nowhere"], tmp_path)
+    validate(cfg)
+    resolved = describe(resolve_batch(cfg), blr=float(cfg.optim.blr), lr=cfg.optim.lr,
+                        lr_batch_divisor=cfg.optim.lr_batch_divisor)
+    assert resolved["effective_batch"] == 4096 and resolved["lr"] == pytest.approx(1.5e-4 * 4096 / 256)
+    assert (cfg.trainer.max_epochs, cfg.optim.warmup_epochs, cfg.optim.min_lr) == (800, 40, 0.0)
+    assert cfg.optim.weight_decay == 0.05 and list(cfg.optim.optimizer.betas) == [0.9, 0.95]
+    assert cfg.trainer.gradient_clip_val is None and cfg.mask.ratio == 0.75
+    assert cfg.target._target_ == "mae.core.targets.NormPixTarget" and cfg.target.eps == 1e-6  # (var + 1e-6) ** .5
+    assert list(cfg.data.crop_scale) == [0.2, 1.0] and cfg.data.hflip and cfg.data.image_size == 224
+    enc, dec = cfg.model.encoder, cfg.model.decoder
+    assert (enc.dim, enc.depth, enc.num_heads, enc.cls_token) == (768, 12, 12, True)
+    assert (dec.dim, dec.depth, dec.num_heads) == (512, 8, 16) and cfg.tokenizer.patch_size == 16
 
 
 # ------------------------------------------------------------------------------------------- Point-MAE
