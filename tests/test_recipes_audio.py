@@ -135,3 +135,300 @@ def test_norm_and_roll_mag_aug_options_are_checked():
         AudioDataConfig(seed=0, norm="ast")
     with pytest.raises(TypeError, match=r"data\.roll_mag_aug must be a bool \(true/false\), got 'yes'"):
         AudioDataConfig(seed=0, roll_mag_aug="yes")
+
+
+# ------------------------------------------------------------------ the local decoder (models_mae.py decoder_mode=1)
+# Port of facebookresearch/AudioMAE timm_patch/swin_transformer.py (Mlp, window_partition, window_reverse,
+# WindowMultiHeadAttention, SwinTransformerBlock: the lines that run; DropPath(0) -> Identity, to_2tuple inlined).
+class OfficialMlp(torch.nn.Module):
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=torch.nn.GELU, drop=0.):
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        drop_probs = (drop, drop)
+        self.fc1 = torch.nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.drop1 = torch.nn.Dropout(drop_probs[0])
+        self.fc2 = torch.nn.Linear(hidden_features, out_features)
+        self.drop2 = torch.nn.Dropout(drop_probs[1])
+
+    def forward(self, x):
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+def official_window_partition(x, window_size):
+    B, H, W, C = x.shape
+    x = x.view(B, H // window_size[0], window_size[0], W // window_size[1], window_size[1], C)
+    windows = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size[0], window_size[1], C)
+    return windows
+
+
+def official_window_reverse(windows, window_size, img_size):
+    H, W = img_size
+    B = int(windows.shape[0] / (H * W / window_size[0] / window_size[1]))
+    x = windows.view(B, H // window_size[0], W // window_size[1], window_size[0], window_size[1], -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
+    return x
+
+
+class OfficialWindowMultiHeadAttention(torch.nn.Module):
+    def __init__(self, dim, num_heads, window_size, drop_attn=0.0, drop_proj=0.0, meta_hidden_dim=384):
+        super().__init__()
+        self.in_features = dim
+        self.window_size = window_size
+        self.num_heads = num_heads
+        self.qkv = torch.nn.Linear(in_features=dim, out_features=dim * 3, bias=True)
+        self.attn_drop = torch.nn.Dropout(drop_attn)
+        self.proj = torch.nn.Linear(in_features=dim, out_features=dim, bias=True)
+        self.proj_drop = torch.nn.Dropout(drop_proj)
+        self.meta_mlp = OfficialMlp(2, hidden_features=meta_hidden_dim, out_features=num_heads,
+                                    act_layer=torch.nn.ReLU, drop=0.1)
+        self.register_parameter("tau", torch.nn.Parameter(torch.ones(num_heads)))
+        self._make_pair_wise_relative_positions()
+
+    def _make_pair_wise_relative_positions(self):
+        device = self.tau.device
+        coordinates = torch.stack(torch.meshgrid([
+            torch.arange(self.window_size[0], device=device),
+            torch.arange(self.window_size[1], device=device)], indexing="ij"), dim=0).flatten(1)
+        relative_coordinates = coordinates[:, :, None] - coordinates[:, None, :]
+        relative_coordinates = relative_coordinates.permute(1, 2, 0).reshape(-1, 2).float()
+        relative_coordinates_log = torch.sign(relative_coordinates) * torch.log(1.0 + relative_coordinates.abs())
+        self.register_buffer("relative_coordinates_log", relative_coordinates_log, persistent=False)
+
+    def _relative_positional_encodings(self):
+        window_area = self.window_size[0] * self.window_size[1]
+        relative_position_bias = self.meta_mlp(self.relative_coordinates_log)
+        relative_position_bias = relative_position_bias.transpose(1, 0).reshape(self.num_heads, window_area,
+                                                                                  window_area)
+        return relative_position_bias.unsqueeze(0)
+
+    def forward(self, x, mask=None):
+        Bw, L, C = x.shape
+        qkv = self.qkv(x).view(Bw, L, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.unbind(0)
+        denom = torch.norm(query, dim=-1, keepdim=True) @ torch.norm(key, dim=-1, keepdim=True).transpose(-2, -1)
+        attn = query @ key.transpose(-2, -1) / denom.clamp(min=1e-6)
+        attn = attn / self.tau.clamp(min=0.01).reshape(1, self.num_heads, 1, 1)
+        attn = attn + self._relative_positional_encodings()
+        if mask is not None:
+            num_win = mask.shape[0]
+            attn = attn.view(Bw // num_win, num_win, self.num_heads, L, L)
+            attn = attn + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.num_heads, L, L)
+        attn = attn.softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        x = (attn @ value).transpose(1, 2).reshape(Bw, L, -1)
+        x = self.proj(x)
+        x = self.proj_drop(x)
+        return x
+
+
+class OfficialSwinTransformerBlock(torch.nn.Module):
+    def __init__(self, dim, num_heads, feat_size, window_size, shift_size=(0, 0), mlp_ratio=4.0,
+                 norm_layer=torch.nn.LayerNorm):
+        super().__init__()
+        self.dim = dim
+        self.feat_size = feat_size
+        self.target_shift_size = shift_size
+        self.window_size, self.shift_size = self._calc_window_shift(window_size)
+        self.window_area = self.window_size[0] * self.window_size[1]
+        self.attn = OfficialWindowMultiHeadAttention(dim=dim, num_heads=num_heads, window_size=self.window_size)
+        self.norm1 = norm_layer(dim)
+        self.mlp = OfficialMlp(in_features=dim, hidden_features=int(dim * mlp_ratio), drop=0.0, out_features=dim)
+        self.norm2 = norm_layer(dim)
+        self._make_attention_mask()
+
+    def _calc_window_shift(self, target_window_size):
+        window_size = [f if f <= w else w for f, w in zip(self.feat_size, target_window_size)]
+        shift_size = [0 if f <= w else s for f, w, s in zip(self.feat_size, window_size, self.target_shift_size)]
+        return tuple(window_size), tuple(shift_size)
+
+    def _make_attention_mask(self):
+        if any(self.shift_size):
+            H, W = self.feat_size
+            img_mask = torch.zeros((1, H, W, 1))  # 1 H W 1
+            cnt = 0
+            for h in (
+                    slice(0, -self.window_size[0]),
+                    slice(-self.window_size[0], -self.shift_size[0]),
+                    slice(-self.shift_size[0], None)):
+                for w in (
+                        slice(0, -self.window_size[1]),
+                        slice(-self.window_size[1], -self.shift_size[1]),
+                        slice(-self.shift_size[1], None)):
+                    img_mask[:, h, w, :] = cnt
+                    cnt += 1
+            mask_windows = official_window_partition(img_mask, self.window_size)
+            mask_windows = mask_windows.view(-1, self.window_area)
+            attn_mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
+            attn_mask = attn_mask.masked_fill(attn_mask != 0, float(-100.0)).masked_fill(attn_mask == 0, float(0.0))
+        else:
+            attn_mask = None
+        self.register_buffer("attn_mask", attn_mask, persistent=False)
+
+    def _shifted_window_attn(self, x):
+        H, W = self.feat_size
+        B, L, C = x.shape
+        x = x.view(B, H, W, C)
+        sh, sw = self.shift_size
+        do_shift = any(self.shift_size)
+        if do_shift:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        x_windows = official_window_partition(x, self.window_size)
+        x_windows = x_windows.view(-1, self.window_size[0] * self.window_size[1], C)
+        attn_windows = self.attn(x_windows, mask=self.attn_mask)
+        attn_windows = attn_windows.view(-1, self.window_size[0], self.window_size[1], C)
+        x = official_window_reverse(attn_windows, self.window_size, self.feat_size)
+        if do_shift:
+            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        x = x.view(B, L, C)
+        return x
+
+    def forward(self, x):
+        x = x + self.norm1(self._shifted_window_attn(x))
+        x = x + self.norm2(self.mlp(x))
+        return x
+
+
+def official_decoder_blocks(dim, feat_size, window_size=(4, 4), depth=16, num_heads=16, no_shift=False):
+    """models_mae.py __init__ (decoder_mode == 1): the block list."""
+    from functools import partial
+    decoder_modules = []
+    for index in range(depth):
+        if no_shift:
+            shift_size = (0, 0)
+        else:
+            if (index % 2) == 0:
+                shift_size = (0, 0)
+            else:
+                shift_size = (window_size[0] // 2, 0)  # models_mae.py: (2, 0) for its (4, 4) windows
+        decoder_modules.append(OfficialSwinTransformerBlock(dim=dim, num_heads=num_heads, feat_size=feat_size,
+                                                            window_size=window_size, shift_size=shift_size,
+                                                            mlp_ratio=4.0,
+                                                            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)))
+    return torch.nn.ModuleList(decoder_modules)
+
+
+def official_forward_decoder(dec, x, ids_restore, decoder_pos_embed, blocks):
+    """models_mae.py forward_decoder with decoder_mode != 0 (no custom patch); `dec` holds our embed / mask token /
+    norm / head under the official roles (decoder_embed, mask_token, decoder_norm, decoder_pred)."""
+    x = dec.embed(x)
+    mask_tokens = dec.mask_token.repeat(x.shape[0], ids_restore.shape[1] + 1 - x.shape[1], 1)
+    x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # no cls token
+    x_ = torch.gather(x_, dim=1, index=ids_restore.unsqueeze(-1).repeat(1, 1, x.shape[2]))  # unshuffle
+    x = torch.cat([x[:, :1, :], x_], dim=1)  # append cls token
+    x = x + decoder_pos_embed
+    x = x[:, 1:, :]
+    for blk in blocks:
+        x = blk(x)
+    x = dec.norm(x)
+    return dec.head(x)
+
+
+def local_decoder(window, *, depth=4, shift=True, dim=32, heads=4):
+    from mae.core.decoder import Decoder
+    from mae.core.pos_embed import SinCosPosEmbed
+
+    torch.manual_seed(0)
+    return Decoder(enc_dim=24, num_prefix=1, out_dim=16, dim=dim, depth=depth, num_heads=heads,
+                   pos_embed=SinCosPosEmbed, window=window, window_shift=shift).eval()
+
+
+def spectrogram_tokens(frames: int, mel_bins: int, patch: int = 4):
+    from mae.modalities.audio.tokenizer import SpectrogramTokenizer
+
+    torch.manual_seed(1)
+    return SpectrogramTokenizer(frames=frames, mel_bins=mel_bins, patch_size=patch)({"fbank": torch.randn(2, frames,
+                                                                                                          mel_bins)})
+
+
+@pytest.mark.parametrize("grid, window, shift", [((16, 8), [4, 4], True), ((64, 8), [4, 4], True),
+                                                 ((8, 4), [4, 8], True), ((16, 8), [4, 4], False)])
+def test_local_decoder_equals_audio_mae_forward_decoder(grid, window, shift):
+    from mae.core.masking import RandomMasker
+
+    tokens = spectrogram_tokens(grid[0] * 4, grid[1] * 4)
+    assert tokens.grid == grid
+    mask = RandomMasker(ratio=0.8)(tokens, torch.Generator().manual_seed(0))
+    dec = local_decoder(window, shift=shift)
+    blocks = official_decoder_blocks(32, grid, tuple(window), depth=4, num_heads=4, no_shift=not shift).eval()
+    for ours, theirs in zip(dec.blocks, blocks):
+        theirs.load_state_dict(ours.state_dict())  # the official parameter names, strict
+    torch.manual_seed(2)
+    latent = torch.randn(2, 1 + mask.keep.shape[1], 24)
+    pe = dec.pos_embed(tokens.pos)  # (1, N, D): positions are tested elsewhere; the same table for both
+    pos = torch.cat([torch.zeros(1, 1, 32), pe], dim=1)  # the cls row of decoder_pos_embed (dropped anyway)
+    with torch.no_grad():
+        ours = dec(latent, tokens, mask)  # (B, M, out)
+        reference = official_forward_decoder(dec, latent, mask.restore, pos, blocks)  # (B, N, out)
+    reference = torch.gather(reference, 1, mask.masked[..., None].expand(-1, -1, 16))
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    assert (ours.shape[1], ours.shape[2]) == (mask.masked.shape[1], 16)
+    for i, (ours, theirs) in enumerate(zip(dec.blocks, blocks)):  # shift on time only, every odd block
+        from mae.core.window_attention import fit_window, shift_attn_mask
+
+        win, sh = fit_window(grid, window, ours.shift)
+        assert (win, sh) == (theirs.window_size, theirs.shift_size)
+        assert sh[1] == 0 and (sh[0] > 0) == (shift and i % 2 == 1 and grid[0] > window[0])
+        expected = theirs.attn_mask
+        got = shift_attn_mask(grid, win, sh)
+        assert (got is None and expected is None) or torch.equal(got, expected)
+
+
+def test_local_decoder_relative_coordinates_and_dropout_are_the_official():
+    from mae.core.window_attention import WindowAttention, relative_coords_log
+
+    official = OfficialWindowMultiHeadAttention(32, 4, (4, 4))
+    assert torch.equal(relative_coords_log((4, 4)), official.relative_coordinates_log)
+    ours = WindowAttention(dim=32, num_heads=4)
+    assert ours.meta_mlp.drop1.p == ours.meta_mlp.drop2.p == 0.1 and ours.meta_mlp.fc1.out_features == 384
+    assert torch.equal(ours.tau, torch.ones(4))  # temperature init 1 (not timm V2-cr's logit scale log 10)
+
+
+def influence(block, grid, t: int, f: int) -> set[tuple[int, int]]:
+    """The grid cells whose output changes when the input token at (t, f) changes."""
+    torch.manual_seed(3)
+    x = torch.randn(1, grid[0] * grid[1], 32)
+    y = x.clone()
+    y[0, t * grid[1] + f] += 1.0
+    with torch.no_grad():
+        diff = (block(x, grid) - block(y, grid)).abs().amax(-1)[0].view(grid)  # (T, F)
+    return {(int(a), int(b)) for a, b in (diff > 1e-6).nonzero()}
+
+
+def test_local_decoder_windows_shift_on_time_only_and_never_see_the_cls():
+    dec = local_decoder([4, 4], depth=2)
+    grid = (16, 8)
+    plain, shifted = dec.blocks
+    assert influence(plain, grid, 0, 0) == {(a, b) for a in range(4) for b in range(4)}
+    assert influence(shifted, grid, 0, 0) == {(a, b) for a in range(2) for b in range(4)}  # rolled to the end, masked
+    assert influence(shifted, grid, 2, 5) == {(a, b) for a in range(2, 6) for b in range(4, 8)}  # freq unshifted
+    tokens = spectrogram_tokens(64, 32)
+    from mae.core.masking import RandomMasker
+
+    mask = RandomMasker(ratio=0.75)(tokens, torch.Generator().manual_seed(0))
+    latent = torch.randn(2, 1 + mask.keep.shape[1], 24)
+    other = latent.clone()
+    other[:, 0] += 5.0  # the cls latent
+    with torch.no_grad():
+        torch.testing.assert_close(dec(latent, tokens, mask), dec(other, tokens, mask))  # dropped before the blocks
+
+
+def test_local_decoder_refuses_grids_it_cannot_partition_and_padding():
+    from mae.core.tokens import Tokens
+
+    dec = local_decoder([3, 4], depth=1)
+    tokens = spectrogram_tokens(64, 32)
+    from mae.core.masking import RandomMasker
+
+    mask = RandomMasker(ratio=0.75)(tokens, torch.Generator().manual_seed(0))
+    latent = torch.randn(2, 1 + mask.keep.shape[1], 24)
+    with pytest.raises(ValueError, match=r"model\.decoder\.window=\[3, 4\] must divide the token grid \(16, 8\)"):
+        dec(latent, tokens, mask)
+    with pytest.raises(ValueError, match=r"model\.decoder\.window must hold two sizes"):
+        local_decoder([2, 2, 2])
+    padded = Tokens(values=tokens.values, pos=tokens.pos, grid=tokens.grid,
+                    pad=torch.zeros(2, 128, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"model\.decoder\.window .* does not take padded tokens"):
+        local_decoder([4, 4], depth=1)(latent, padded, mask)
