@@ -432,3 +432,71 @@ def test_local_decoder_refuses_grids_it_cannot_partition_and_padding():
                     pad=torch.zeros(2, 128, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"model\.decoder\.window .* does not take padded tokens"):
         local_decoder([4, 4], depth=1)(latent, padded, mask)
+
+
+# ----------------------------------------------------------------------------------- the recipes' key values
+def resolved_lr(cfg) -> tuple[float, int]:
+    from mae.train.distributed import describe, resolve_batch
+
+    out = describe(resolve_batch(cfg), blr=float(cfg.optim.blr), lr=cfg.optim.lr)
+    return out["lr"], out["effective_batch"]
+
+
+def test_pretrain_recipe_has_the_official_as2m_values(tmp_path):
+    from hydra.utils import instantiate
+
+    from mae.train.config_check import validate
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=audiomae_vit_base_as2m", "data.root=/data/audioset"], tmp_path)
+    validate(cfg)
+    lr, batch = resolved_lr(cfg)
+    assert batch == 8 * 8 * 8 == 512 and lr == pytest.approx(2e-4 * 512 / 256)  # --batch_size 8, 64 GPUs, --blr 2e-4
+    assert (cfg.trainer.max_epochs, cfg.optim.warmup_epochs, cfg.optim.min_lr) == (33, 3, 0.0)
+    assert cfg.optim.weight_decay == 1e-4 and list(cfg.optim.optimizer.betas) == [0.9, 0.95]
+    assert cfg.trainer.gradient_clip_val is None and cfg.mask.ratio == 0.8
+    assert cfg.mask._target_.endswith("RandomMasker") and cfg.target._target_.endswith("NormPixTarget")
+    assert (cfg.model.encoder.dim, cfg.model.encoder.depth, cfg.model.encoder.num_heads) == (768, 12, 12)
+    assert cfg.model.encoder.cls_token
+    assert (cfg.model.decoder.dim, cfg.model.decoder.depth, cfg.model.decoder.num_heads) == (512, 16, 16)
+    assert list(cfg.model.decoder.window) == [4, 4] and cfg.model.decoder.window_shift
+    assert (cfg.data.norm, cfg.data.roll_mag_aug, cfg.data.mean, cfg.data.std) == ("audiomae", True, AS_MEAN, AS_STD)
+    assert (cfg.data.frames, cfg.data.mel_bins, cfg.data.freqm, cfg.data.timem) == (1024, 128, 0, 0)
+    assert cfg.tokenizer.patch_size == 16
+    decoder = instantiate(cfg.model.decoder)(enc_dim=16, num_prefix=1, out_dim=256, dim=32, num_heads=4)  # shrunk
+    from mae.core.window_attention import WindowBlock, fit_window
+
+    assert len(decoder.blocks) == 16 and all(isinstance(b, WindowBlock) for b in decoder.blocks)
+    shifts = [fit_window((64, 8), b.window, b.shift) for b in decoder.blocks]
+    assert shifts == [((4, 4), (0, 0)), ((4, 4), (2, 0))] * 8  # models_mae.py decoder_mode 1 on feat_size (64, 8)
+
+
+def test_finetune_recipes_use_the_official_norm_and_roll_mag_aug(tmp_path):
+    from mae.finetune.runner import stage_config
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=audiomae_vit_base_as2m_finetune", "pretrained=/x", "data.list=/as/train.csv",
+                       "data.classes=/as/class_labels_indices.csv"], tmp_path / "as")
+    stage_config(cfg)
+    lr, batch = resolved_lr(cfg)
+    assert batch == 256 and lr == pytest.approx(2e-4)  # --blr 2e-4 x (4 x 8 x 8) / 256
+    assert (cfg.trainer.max_epochs, cfg.optim.warmup_epochs, cfg.optim.weight_decay) == (100, 10, 5e-4)
+    assert cfg.trainer.gradient_clip_val is None and cfg.optim.min_lr == 1e-6
+    assert (cfg.data.norm, cfg.data.roll_mag_aug, cfg.data.mean, cfg.data.std) == ("audiomae", True, AS_MEAN, AS_STD)
+    assert (cfg.finetune.layer_decay, cfg.finetune.drop_path) == (0.75, 0.1)
+    esc = compose_cfg(["experiment=audiomae_vit_base_esc50_finetune", "pretrained=/x", "data.list=/e/esc50.csv",
+                       "data.audio_dir=/e/audio"], tmp_path / "esc")
+    stage_config(esc)
+    lr, batch = resolved_lr(esc)
+    assert batch == 64 and lr == pytest.approx(1e-3 * 64 / 256)  # --blr 1e-3, --batch_size 64, one GPU
+    assert (esc.trainer.max_epochs, esc.optim.warmup_epochs, esc.optim.weight_decay) == (50, 5, 0.05)
+    assert (esc.data.norm, esc.data.roll_mag_aug, esc.data.mean, esc.data.std) == ("audiomae", False, -6.6268077,
+                                                                                   5.358466)
+
+
+def test_audio_recipe_files_cite_no_memory():
+    from tests.conftest import CONF
+
+    for name in ("audiomae_vit_base_as2m", "audiomae_vit_base_as2m_finetune", "audiomae_vit_base_esc50_finetune"):
+        text = (CONF / "experiment" / f"{name}.yaml").read_text().lower()
+        assert "from memory" not in text and "not re-checked" not in text, name
