@@ -14,7 +14,7 @@ from datamodules.audio.datamodule import AudioDataModule
 from datamodules.audio.demo import write_demo
 from datamodules.audio.features import FbankFeatures, crop_or_pad
 from datamodules.errors import LoadError, SkippedFileWarning
-from mae.core.decoder import Decoder, window_attn_mask
+from mae.core.decoder import Decoder
 from mae.core.masking import num_masked
 from mae.core.pos_embed import SinCosPosEmbed
 from mae.core.tokens import Tokens
@@ -241,24 +241,13 @@ def decoder(**kw) -> Decoder:
                    pos_embed=SinCosPosEmbed, **kw)
 
 
-def test_window_mask_is_block_diagonal_with_prefix_everywhere():
-    m = window_attn_mask((4, 6), [2, 3], 1, shift=False, device=torch.device("cpu"))[0, 0]
-    assert m.shape == (25, 25) and m[0].all() and m[:, 0].all()
-    assert (m[1:, 1:].sum(1) == 6).all()  # every token sees its 2x3 window
-    shifted = window_attn_mask((4, 6), [2, 3], 1, shift=True, device=torch.device("cpu"))[0, 0]
-    assert not torch.equal(m, shifted) and torch.equal(shifted, shifted.T)
-
-
-def test_local_attention_decoder_has_the_same_parameters_and_differs_only_by_mask():
+def test_local_attention_decoder_predicts_the_hidden_tokens_and_differs_from_global():
+    """The windowed blocks themselves are tested against Audio-MAE's in tests/test_recipes_audio.py."""
     glob, local = decoder(), decoder(window=[2, 2])
-    assert glob.state_dict().keys() == local.state_dict().keys()
-    local.load_state_dict(glob.state_dict())
+    assert any(".attn.meta_mlp." in k for k in local.state_dict()) and not any("meta_mlp" in k for k in glob.state_dict())
     tokens = Tokens(values=torch.zeros(2, 16, 4), pos=SpectrogramTokenizer(frames=16, mel_bins=16, patch_size=4).pos,
                     grid=(4, 4))
     mask = TimeFreqMasker(ratio=0.5)(tokens, torch.Generator().manual_seed(0))
     latent = torch.randn(2, 1 + mask.keep.shape[1], 16)
     a, b = glob(latent, tokens, mask), local(latent, tokens, mask)
-    assert a.shape == b.shape == (2, 8, 4) and not torch.allclose(a, b)
-    wide = decoder(window=[4, 4], window_shift=False)  # one window over the whole grid = global attention
-    wide.load_state_dict(glob.state_dict())
-    torch.testing.assert_close(wide(latent, tokens, mask), a, atol=1e-5, rtol=1e-5)
+    assert a.shape == b.shape == (2, 8, 4) and not torch.allclose(a, b) and torch.isfinite(b).all()

@@ -77,7 +77,7 @@ def test_image_defaults_are_unchanged_and_paper_recipe_composes(tmp_path):
     assert cfg.data.sample_rate == 16000 and cfg.tokenizer.patch_size == 16 and cfg.mask.ratio == 0.8
     assert cfg.mask._target_.endswith("RandomMasker") and cfg.target._target_.endswith("NormPixTarget")
     assert (cfg.model.encoder.dim, cfg.model.encoder.depth) == (768, 12) and list(cfg.model.decoder.window) == [4, 4]
-    assert cfg.optim.blr == 2.0e-4 and cfg.trainer.max_epochs == 32 and cfg.optim.warmup_epochs == 3
+    assert cfg.optim.blr == 2.0e-4 and cfg.trainer.max_epochs == 33 and cfg.optim.warmup_epochs == 3
     assert cfg.data.batch_size * cfg.trainer.devices * cfg.trainer.num_nodes * cfg.trainer.accumulate_grad_batches == 512
     from hydra.utils import instantiate
 

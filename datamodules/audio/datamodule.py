@@ -2,9 +2,14 @@
 CSV, or generated demo sounds.
 
 Pipeline per clip: decode (soundfile) -> down-mix to mono -> resample (torchaudio) -> subtract the DC mean
--> `torchaudio.compliance.kaldi.fbank` of the whole file (optionally cached on disk) -> (x - mean) / std with
-dataset statistics -> crop / pad to `frames` frames (random crop in train, centre in val/eval) -> in the train split
-only, SpecAugment when `freqm` / `timem` > 0 (Audio-MAE's fine-tuning: one frequency band and one time band set to 0).
+-> in the train split with `roll_mag_aug`, Audio-MAE's waveform roll + gain (`features.roll_mag_aug`; the features are
+then computed afresh) -> `torchaudio.compliance.kaldi.fbank` of the whole file (optionally cached on disk) -> the
+normalisation `norm` with dataset statistics, crop / pad to `frames` frames (random crop in train, centre in
+val/eval) and, in the train split only, SpecAugment when `freqm` / `timem` > 0 (Audio-MAE's fine-tuning: one
+frequency band and one time band set to 0), in the order `norm` names:
+  norm=standard (default): (x - mean) / std, then crop / pad and SpecAugment (padding and bands are 0 = the mean);
+  norm=audiomae: crop / pad and SpecAugment of the raw log-mel (padding and bands are raw 0), then
+    (x - mean) / (2 std): Audio-MAE's dataset.py `__getitem__`, `fbank = (fbank - self.norm_mean) / (self.norm_std * 2)`.
 Batches are dicts {"fbank": (B, T, F) float, "label": (B,) int64, -1 when unlabeled}; a multi-label CSV adds
 "labels": (B, K) multi-hot float, and "label" is then the first positive class (the lowest index, as Audio-MAE's
 `calculate_stats` takes argmax of the target), -1 for a clip without one. The features are in
@@ -31,7 +36,7 @@ from __future__ import annotations
 import csv
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -41,7 +46,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio.demo import write_demo
-from datamodules.audio.features import FbankFeatures, SpecAugment, check_audio, crop_or_pad
+from datamodules.audio.features import FbankFeatures, SpecAugment, check_audio, crop_or_pad, roll_mag_aug
 from datamodules.base import SplitDataModule
 from datamodules.checks import (
     OnError,
@@ -213,49 +218,62 @@ def class_sets(names: list[list[str]], classes: list[str], *, where: str, lines:
 
 
 # ------------------------------------------------------------------------------------------- dataset
-class Normalizer:
-    """Shared (mean, std) set once the statistics are known; datasets read it at __getitem__ time."""
+AudioNorm = Literal["standard", "audiomae"]
+STD_SCALE = {"standard": 1.0, "audiomae": 2.0}  # the divisor in units of std (Audio-MAE: `self.norm_std * 2`)
 
-    def __init__(self) -> None:
+
+class Normalizer:
+    """Shared (mean, std) set once the statistics are known; datasets read it at __getitem__ time.
+    (x - mean) / (std_scale x std): std_scale 1 (norm=standard) or 2 (norm=audiomae, Audio-MAE's dataset.py)."""
+
+    def __init__(self, std_scale: float = 1.0) -> None:
         self.mean: float | None = None
         self.std: float | None = None
+        self.std_scale = std_scale
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.mean is None or self.std is None:
             raise RuntimeError("feature statistics are not set yet (AudioDataModule computes them on first use)")
-        return (x - self.mean) / self.std
+        return (x - self.mean) / (self.std * self.std_scale)
 
 
 class AudioDataset(FileSubset):
     """The `indices` subset of `paths` as normalised fbank crops; a file that fails raises LoadError
     (on_error="raise") or is skipped with a warning and replaced by the next one (on_error="skip").
     label_sets (multi-label sources): each clip's class indices, giving item["labels"] (K,) multi-hot float;
-    spec_augment: SpecAugment of the crop (the fine-tuning train split only)."""
+    spec_augment: SpecAugment of the crop (the fine-tuning train split only); normalize_last: normalise after the
+    crop / pad and SpecAugment (norm=audiomae, Audio-MAE's order) instead of before; wave_augment: a waveform
+    augmentation before the fbank (roll_mag_aug, the train split only)."""
 
     what = "clips"
 
     def __init__(self, *, paths: Sequence[Path], labels: Sequence[int], indices: Sequence[int],
                  features: FbankFeatures, normalize: Normalizer | None, frames: int, random_crop: bool,
                  on_error: str, skips: SkipCounter, label_sets: Sequence[Sequence[int]] | None = None,
-                 num_classes: int = 0, spec_augment: SpecAugment | None = None) -> None:
+                 num_classes: int = 0, spec_augment: SpecAugment | None = None, normalize_last: bool = False,
+                 wave_augment: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
         self.paths = list(paths)
         self.features, self.normalize, self.frames, self.random_crop = features, normalize, frames, random_crop
         self.label_sets, self.num_classes = label_sets, num_classes
         self.spec_augment = spec_augment if spec_augment is not None and spec_augment.active else None
+        self.normalize_last, self.wave_augment = normalize_last, wave_augment
 
     def _load(self, index: int) -> Tensor:
-        return self.features(self.paths[index])  # (T', F); LoadError on a bad file
+        return self.features(self.paths[index], augment=self.wave_augment)  # (T', F); LoadError on a bad file
 
     def raw(self, position: int) -> Tensor | None:
         """Full-file features of the sample at `position` ((T', F)), None if the file is bad and skipped."""
         return try_load(self.indices[position], self._load, bad=self.bad, on_error=self.on_error, skips=self.skips)
 
     def _item(self, index: int, loaded: Tensor) -> dict[str, Tensor | int]:
-        feats = self.normalize(loaded) if self.normalize is not None else loaded
+        norm = self.normalize if self.normalize is not None else (lambda x: x)
+        feats = loaded if self.normalize_last else norm(loaded)
         fbank = crop_or_pad(feats, self.frames, random=self.random_crop)  # (T, F)
         if self.spec_augment is not None:
             fbank = self.spec_augment(fbank)
+        if self.normalize_last:
+            fbank = norm(fbank)  # Audio-MAE: padding and SpecAugment bands hold (0 - mean) / (2 std)
         item: dict[str, Tensor | int] = {"fbank": fbank, "label": self.labels[index]}
         if self.label_sets is not None:
             hot = torch.zeros(self.num_classes)  # (K,)
@@ -289,6 +307,10 @@ class AudioDataConfig:
     label_delimiter: str = ","  # multi-label CSV: what separates the class names in a labels cell
     mean: float | None = None  # fixed feature mean, set with data.std; null (both): computed on the train split
     std: float | None = None  # fixed feature std, positive, set with data.mean
+    norm: AudioNorm = "standard"  # standard: (x - mean) / std before crop / pad; audiomae: (x - mean) / (2 std) after
+    # crop / pad and SpecAugment (Audio-MAE's dataset.py; module docstring)
+    roll_mag_aug: bool = False  # train split: Audio-MAE's waveform roll + gain (features.roll_mag_aug), features
+    # computed afresh (not cached) for train clips
     stats_clips: int = 2000  # computed statistics: at most this many (evenly spaced) train clips, >= 1
     cache_dir: str | None = None  # on-disk feature cache (null: none, except the demo's beside its files)
     batch_size: int = 32  # clips per batch
@@ -397,7 +419,7 @@ class AudioDataModule(SplitDataModule):
         self.features = FbankFeatures(sample_rate=cfg.sample_rate, mel_bins=cfg.mel_bins,
                                       frame_length_ms=cfg.frame_length_ms, frame_shift_ms=cfg.frame_shift_ms,
                                       cache_dir=cfg.cache_dir)
-        self.normalizer = Normalizer()
+        self.normalizer = Normalizer(STD_SCALE[cfg.norm])
         if cfg.fixed_stats:
             self.normalizer.mean, self.normalizer.std = cfg.mean, cfg.std
         self.stats_computations = 0
@@ -489,14 +511,17 @@ class AudioDataModule(SplitDataModule):
         train_idx, val_idx = self._split(index)
         spec_augment = SpecAugment(freqm=self.cfg.freqm, timem=self.cfg.timem)
 
-        def subset(indices: list[int], random_crop: bool, normalize: bool = True,
-                   augment: SpecAugment | None = None) -> AudioDataset:
+        def subset(indices: list[int], random_crop: bool, normalize: bool = True, augment: SpecAugment | None = None,
+                   wave_augment: Callable[[Tensor], Tensor] | None = None) -> AudioDataset:
             return AudioDataset(paths=index.paths, labels=index.labels, indices=indices, features=self.features,
                                 normalize=self.normalizer if normalize else None, frames=self.cfg.frames,
                                 random_crop=random_crop, on_error=self.cfg.on_error, skips=self.skips,
-                                label_sets=index.label_sets, num_classes=len(index.classes), spec_augment=augment)
+                                label_sets=index.label_sets, num_classes=len(index.classes), spec_augment=augment,
+                                normalize_last=self.cfg.norm == "audiomae", wave_augment=wave_augment)
 
-        self.train_set = subset(train_idx, True, augment=spec_augment)  # SpecAugment: the train split only
+        # SpecAugment and roll_mag_aug: the train split only (Audio-MAE's dataset_val: roll_mag_aug=False, no freqm/timem)
+        self.train_set = subset(train_idx, True, augment=spec_augment,
+                                wave_augment=roll_mag_aug if self.cfg.roll_mag_aug else None)
         self.train_eval_set = subset(train_idx, False)
         self.val_set = subset(val_idx, False)
         self._ready = True
@@ -528,7 +553,7 @@ class AudioDataModule(SplitDataModule):
     def state_dict(self) -> dict:
         """Saved in Lightning checkpoints: the feature statistics and the settings they belong to."""
         return {"feature_mean": self.normalizer.mean, "feature_std": self.normalizer.std,
-                "feature_settings": self.features.settings}
+                "feature_settings": self.features.settings, "feature_norm": self.cfg.norm}
 
     def load_state_dict(self, state: dict) -> None:
         if self.cfg.fixed_stats or state.get("feature_mean") is None:

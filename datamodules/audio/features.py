@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +81,16 @@ class FbankFeatures:
     def settings_key(self) -> str:
         return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
 
-    def from_waveform(self, wave: Tensor, sr: int) -> Tensor:
+    def from_waveform(self, wave: Tensor, sr: int, augment: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """(C, S) at sr -> (frames, mel_bins). Multi-channel is averaged, other rates resampled; a clip shorter
-        than one window is zero-padded to one window (one frame)."""
+        than one window is zero-padded to one window (one frame). augment: a waveform augmentation applied after the
+        DC removal, where Audio-MAE's dataset.py `_wav2fbank` applies `_roll_mag_aug` (`roll_mag_aug`)."""
         wave = wave.float().mean(dim=0, keepdim=True)  # (1, S) mono
         if sr != self.sample_rate:
             wave = torchaudio.functional.resample(wave, sr, self.sample_rate)
         wave = wave - wave.mean()
+        if augment is not None:
+            wave = augment(wave)  # (1, S)
         window = int(self.sample_rate * self.frame_length_ms / 1000)
         if wave.shape[1] < window:
             wave = torch.nn.functional.pad(wave, (0, window - wave.shape[1]))
@@ -109,9 +113,11 @@ class FbankFeatures:
             raise LoadError(path, f"{type(err).__name__}: {err}") from err
         return self._digests[key]
 
-    def __call__(self, path: str | Path) -> Tensor:
-        if self.cache_dir is None:
-            return self.from_waveform(*decode(path))
+    def __call__(self, path: str | Path, augment: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """Full-file features of `path`. With a waveform `augment` the features are computed afresh (never cached:
+        they differ at every call), as Audio-MAE computes them on the fly."""
+        if self.cache_dir is None or augment is not None:
+            return self.from_waveform(*decode(path), augment=augment)
         file = self.cache_dir / self.settings_key() / f"{self.digest(path)}.pt"
         if file.is_file():
             try:
@@ -126,9 +132,29 @@ class FbankFeatures:
         return feats
 
 
+def roll_mag(wave: Tensor, *, shift: int, gain: float) -> Tensor:
+    """(C, S) -> (C, S): `np.roll(waveform, shift) * mag` of Audio-MAE's `_roll_mag_aug` (dataset.py): the array is
+    rolled flattened (np.roll without an axis), then scaled."""
+    return torch.roll(wave.reshape(-1), shift).reshape(wave.shape) * gain
+
+
+def roll_mag_aug(wave: Tensor) -> Tensor:
+    """Audio-MAE's `_roll_mag_aug` (dataset.py, `--roll_mag_aug True`) of a (C, S) waveform, drawn from torch's global
+    generator (which the datasets seed per sample):
+
+        idx = np.random.randint(len(waveform)); rolled = np.roll(waveform, idx); mag = np.random.beta(10, 10) + 0.5
+
+    `len` of the (C, S) array is C, the channel count, so the roll is by a uniform shift in [0, C) samples of the
+    flattened array: 0 (no roll) for the mono waveform it sees here (and in Audio-MAE for a mono file); what acts is
+    the gain, Beta(10, 10) + 0.5 in (0.5, 1.5), mean 1, std 0.109 (an offset of 2 ln(gain) of the log-mel)."""
+    shift = int(torch.randint(wave.shape[0], ()))
+    gain = float(torch.distributions.Beta(10.0, 10.0).sample()) + 0.5
+    return roll_mag(wave, shift=shift, gain=gain)
+
+
 def crop_or_pad(feats: Tensor, frames: int, *, random: bool) -> Tensor:
-    """(T', F) -> (frames, F): a random (train) or centred crop, or zero padding at the end (after normalising,
-    0 is the dataset mean)."""
+    """(T', F) -> (frames, F): a random (train) or centred crop, or zero padding at the end (0 is the dataset mean
+    with data.norm=standard, which normalises first; raw 0 with data.norm=audiomae, as Audio-MAE's ZeroPad2d)."""
     t = feats.shape[0]
     if t > frames:
         start = int(torch.randint(0, t - frames + 1, ())) if random else (t - frames) // 2
@@ -141,9 +167,10 @@ class SpecAugment:
     `AudiosetDataset.__getitem__`): torchaudio's `FrequencyMasking(freqm)` then `TimeMasking(timem)` on the
     (1, freq, time) spectrogram, one band each of a width uniform in [0, param) at a uniform place (0 = off).
 
-    The band is set to 0 of the normalised features, i.e. the dataset mean (SpecAugment's choice; padding here is
-    the mean too). Audio-MAE masks the raw log-mel before its normalisation, so its bands hold (0 - mean) / (2 std)
-    (+0.47 on AudioSet) instead. Draws come from torch's global generator, which the datasets seed per sample."""
+    The band is set to 0 of the features it is given: with data.norm=standard the normalised ones, i.e. the dataset
+    mean (padding is the mean too); with data.norm=audiomae the raw log-mel, normalised afterwards as Audio-MAE does,
+    so its bands hold (0 - mean) / (2 std) (+0.47 on AudioSet). Draws come from torch's global generator, which the
+    datasets seed per sample."""
 
     def __init__(self, *, freqm: int, timem: int) -> None:
         self.freqm, self.timem = freqm, timem

@@ -9,10 +9,16 @@ from torch import Tensor, nn
 from mae.core.encoder import LayerNorm, init_mae_weights, padding_attn_mask, transformer_blocks
 from mae.core.interfaces import MAEDecoder
 from mae.core.tokens import Mask, Tokens, gather_tokens
+from mae.core.window_attention import window_blocks
 
 
 class Decoder(MAEDecoder):
-    """latent (B, prefix+K, D_enc) -> predictions (B, M, out_dim) at the hidden positions."""
+    """latent (B, prefix+K, D_enc) -> predictions (B, M, out_dim) at the hidden positions.
+
+    window=[wt, wf] (null: global attention): Audio-MAE's local decoder (models_mae.py decoder_mode=1, see
+    mae.core.window_attention): the prefix (cls) is dropped and the grid runs through post-norm Swin blocks with
+    windowed cosine attention and a relative position bias, every odd block shifted by wt // 2 on time when
+    window_shift is true."""
 
     def __init__(
         self,
@@ -43,8 +49,15 @@ class Decoder(MAEDecoder):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = pos_embed(dim=dim)
         # drop_path: stochastic depth rising linearly to this rate over the blocks (Point-MAE's decoder: 0.1)
-        self.blocks = transformer_blocks(dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                                         drop_path=drop_path)
+        if window is None:
+            self.blocks = transformer_blocks(dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                             drop_path=drop_path)
+        elif drop_path:
+            raise ValueError("model.decoder.drop_path applies to the global-attention decoder; Audio-MAE's local "
+                             "decoder (model.decoder.window set) has none: set model.decoder.drop_path=0")
+        else:
+            self.blocks = window_blocks(dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, window=window,
+                                        shift=self.window_shift)
         self.norm = LayerNorm(dim)
         self.head = nn.Linear(dim, out_dim)
         init_mae_weights(self)
@@ -70,6 +83,14 @@ class Decoder(MAEDecoder):
             x = torch.cat([x, self.mask_token.expand(b, mask.masked.shape[1], -1).to(x.dtype)], dim=1)  # shuffled
             x = gather_tokens(x, mask.restore)  # (B, N, Dd) grid order
             pad = tokens.pad
+            if self.window is not None:
+                if pad is not None:
+                    raise ValueError("model.decoder.window (Audio-MAE's windowed blocks) does not take padded tokens: "
+                                     "set model.decoder.window=null for data with padding")
+                x = x if self.pos_every_block else x + pe  # (B, N, Dd): the prefix is dropped (decoder_mode=1)
+                for block in self.blocks:
+                    x = block(x + pe if self.pos_every_block else x, tokens.grid)
+                return self.head(gather_tokens(self.norm(x), mask.masked))  # (B, M, out_dim)
         else:
             if self.window is not None:
                 raise ValueError("model.decoder.window (local attention on the full grid) cannot be combined with "
@@ -81,33 +102,9 @@ class Decoder(MAEDecoder):
         x = torch.cat([prefix, x if self.pos_every_block else x + pe], dim=1)  # (B, prefix+L, Dd)
         pe = nn.functional.pad(pe, (0, 0, self.num_prefix, 0)) if self.pos_every_block else None  # (B|1, prefix+L, Dd)
         attn_mask = padding_attn_mask(pad, self.num_prefix)
-        for i, block in enumerate(self.blocks):
-            if self.window is not None:
-                local = window_attn_mask(tokens.grid, self.window, self.num_prefix, shift=self.window_shift and i % 2 == 1,
-                                         device=x.device)
-                block_mask = local if attn_mask is None else attn_mask & local
-            else:
-                block_mask = attn_mask
-            x = block(x if pe is None else x + pe, attn_mask=block_mask)
+        for block in self.blocks:
+            x = block(x if pe is None else x + pe, attn_mask=attn_mask)
         if mask.decode is None:
             return self.head(gather_tokens(self.norm(x[:, self.num_prefix :]), mask.masked))  # (B, M, out_dim)
         return self.head(self.norm(x[:, -mask.decode.shape[1] :]))  # (B, M', out_dim)
 
-
-def window_attn_mask(grid: tuple[int, ...] | None, window: list[int], num_prefix: int, *, shift: bool,
-                     device: torch.device) -> Tensor:
-    """(1, 1, prefix+N, prefix+N) boolean mask, True = may attend: local attention in non-overlapping windows
-    of `window` tokens per grid axis (block-diagonal over windows of the restored grid); prefix tokens see
-    and are seen by every token. shift=True moves the window partition by half a window on every axis
-    (Swin's shifted windows, but with smaller windows at the borders instead of Swin's cyclic roll)."""
-    if grid is None or len(grid) != len(window):
-        raise ValueError(f"model.decoder.window={window} needs tokens on a grid with {len(window)} axes, got grid {grid}")
-    coords = torch.stack(torch.meshgrid(*[torch.arange(s, device=device) for s in grid], indexing="ij"), -1)
-    coords = coords.reshape(-1, len(grid))  # (N, G)
-    offset = torch.tensor([w // 2 if shift else 0 for w in window], device=device)
-    win = (coords + offset) // torch.tensor(window, device=device)  # (N, G) window index per axis
-    same = (win[:, None, :] == win[None, :, :]).all(-1)  # (N, N)
-    n = same.shape[0]
-    full = torch.ones(num_prefix + n, num_prefix + n, dtype=torch.bool, device=device)
-    full[num_prefix:, num_prefix:] = same
-    return full[None, None]
