@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mae.core.interfaces import DecoderMask, MAEDecoder, MAEEncoder, Masker, Target, Tokenizer
 from mae.core.masking import DualMasker
-from mae.core.optim import param_groups, resolve_lr, warmup_cosine
+from mae.core.optim import param_groups, resolve_lr, warmup_cosine_schedule
 from mae.core.seeding import mix_seed
 
 
@@ -135,14 +135,9 @@ class MAEModule(L.LightningModule):
         self.resolved_lr = resolve_lr(blr=self.blr, lr=self.lr, effective_batch=eff)
         groups = param_groups(nn.ModuleList([self.encoder, self.decoder]), weight_decay=self.weight_decay)
         optimizer = self.optimizer_factory(groups, lr=self.resolved_lr, **self.optimizer_overrides())
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup = int(round(self.warmup_epochs * total / epochs))
-        min_ratio = self.min_lr / self.resolved_lr if self.resolved_lr > 0 else 0.0
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup_steps=warmup, total_steps=total, min_ratio=min_ratio)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule = warmup_cosine_schedule(optimizer, self.trainer, warmup_epochs=self.warmup_epochs,
+                                          peak_lr=self.resolved_lr, min_lr=self.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 def batch_size_of(batch: dict) -> int:

@@ -3,7 +3,10 @@ the effective batch, linear warmup then half-cycle cosine, all per optimiser ste
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from mae.core.interfaces import MAEDecoder, MAEEncoder
@@ -45,3 +48,44 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: 
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def schedule_steps(*, warmup_epochs: float, steps_per_epoch: int | float, total_steps: int | float) -> tuple[int, int]:
+    """(warm-up steps, total steps) in optimiser steps, MAE's per-iteration schedule (util/lr_sched.py, called
+    with epoch = data_iter_step / len(data_loader) + epoch) on the run that really happens: warm-up lasts
+    `warmup_epochs` epochs of `steps_per_epoch` optimiser steps, the cosine ends at `total_steps`, the steps the
+    run will take (a `max_steps` that cuts the run short, or a step-only run with max_epochs=-1, shortens the
+    cosine, never the warm-up). A warm-up as long as the run or longer ramps the lr for the whole run, as MAE's
+    function would (2-epoch smoke runs with the default warm-up of 2 do this), with a warning naming the keys."""
+    if not math.isfinite(total_steps) or total_steps < 1:
+        raise ValueError(f"the run's length in optimiser steps is {total_steps}: set trainer.max_epochs or "
+                         "trainer.max_steps (the cosine schedule needs an end)")
+    total = int(total_steps)
+    if warmup_epochs == 0:
+        return 0, total
+    if not math.isfinite(steps_per_epoch) or steps_per_epoch < 1:
+        raise ValueError(f"optim.warmup_epochs={warmup_epochs} needs the length of an epoch, and the train dataloader "
+                         f"has {steps_per_epoch} batches: use a sized dataset or optim.warmup_epochs=0")
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    if warmup >= total:
+        rank_zero_warn(f"optim.warmup_epochs={warmup_epochs} is {warmup} optimiser steps ({steps_per_epoch} per epoch), "
+                       f"not fewer than the run's {total} (trainer.max_epochs / trainer.max_steps): the lr ramps up "
+                       "for the whole run and never reaches its peak; lower optim.warmup_epochs or lengthen the run")
+    return warmup, total
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, trainer: Any, *, warmup_epochs: float, peak_lr: float,
+                           min_lr: float) -> dict:
+    """The one lr schedule of pre-training and fine-tuning: Lightning's `lr_scheduler` dict (interval "step") of
+    `warmup_cosine` over the optimiser steps `trainer` will really take (`estimated_stepping_batches` accounts for
+    max_steps, max_epochs, accumulate_grad_batches and DDP; an epoch is ceil(train batches / accumulation)
+    steps). LambdaLR scales each group's own lr, so layer-decay `lr_scale`s are kept."""
+    total = trainer.estimated_stepping_batches
+    if trainer.train_dataloader is None:  # max_epochs=-1: Lightning did not load the data to estimate
+        trainer.fit_loop.setup_data()
+    steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+    warmup, total = schedule_steps(warmup_epochs=warmup_epochs, steps_per_epoch=steps_per_epoch, total_steps=total)
+    min_ratio = min_lr / peak_lr if peak_lr > 0 else 0.0
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup_steps=warmup, total_steps=total, min_ratio=min_ratio))
+    return {"scheduler": schedule, "interval": "step"}
