@@ -50,6 +50,7 @@ def test_schedule_errors_name_the_keys():
     with pytest.raises(ValueError, match="optim.warmup_epochs"):
         schedule_steps(warmup_epochs=1, steps_per_epoch=float("inf"), total_steps=10)
     assert schedule_steps(warmup_epochs=0, steps_per_epoch=float("inf"), total_steps=10) == (0, 10)
+    assert schedule_steps(warmup_epochs=2, steps_per_epoch=3, total_steps=0) == (0, 1)  # max_steps=0: no step
     with pytest.warns(UserWarning, match="never reaches its peak"):
         assert schedule_steps(warmup_epochs=2, steps_per_epoch=3, total_steps=6) == (6, 6)
 

@@ -38,6 +38,7 @@ class MAEModule(L.LightningModule):
         compile: bool = False,
         decoder_mask: DecoderMask | None = None,
         lr_batch_divisor: int = 1,
+        decay_tokens: bool = False,
     ) -> None:
         super().__init__()
         if decoder_mask is not None:  # dual masking: the decoder reconstructs a subset of the hidden tokens
@@ -56,6 +57,9 @@ class MAEModule(L.LightningModule):
         if isinstance(lr_batch_divisor, bool) or not isinstance(lr_batch_divisor, int) or lr_batch_divisor < 1:
             raise ValueError(f"optim.lr_batch_divisor must be an integer >= 1, got {lr_batch_divisor!r}")
         self.lr_batch_divisor = lr_batch_divisor  # the lr rule counts effective_batch / this (MAE-ST: videos = clips / repeat)
+        if not isinstance(decay_tokens, bool):
+            raise ValueError(f"optim.decay_tokens must be true or false, got {decay_tokens!r}")
+        self.decay_tokens = decay_tokens  # True: cls / mask tokens decayed too (MAE's main_pretrain.py)
         self._generator: torch.Generator | None = None
         self.resolved_lr: float | None = None
 
@@ -133,7 +137,8 @@ class MAEModule(L.LightningModule):
     def configure_optimizers(self):
         eff = self.effective_batch()
         self.resolved_lr = resolve_lr(blr=self.blr, lr=self.lr, effective_batch=eff)
-        groups = param_groups(nn.ModuleList([self.encoder, self.decoder]), weight_decay=self.weight_decay)
+        groups = param_groups(nn.ModuleList([self.encoder, self.decoder]), weight_decay=self.weight_decay,
+                              decay_tokens=self.decay_tokens)
         optimizer = self.optimizer_factory(groups, lr=self.resolved_lr, **self.optimizer_overrides())
         schedule = warmup_cosine_schedule(optimizer, self.trainer, warmup_epochs=self.warmup_epochs,
                                           peak_lr=self.resolved_lr, min_lr=self.min_lr)

@@ -12,18 +12,24 @@ from torch import nn
 from mae.core.interfaces import MAEDecoder, MAEEncoder
 
 
-def param_groups(module: nn.Module, *, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and no decay for 1-D params (norms, biases) and tokens/embeddings
-    named by an encoder's / decoder's `no_weight_decay()` (cls/mask tokens)."""
+def param_groups(module: nn.Module, *, weight_decay: float, decay_tokens: bool = False) -> list[dict]:
+    """Two groups: decayed weights, and no decay for 1-D params and biases (norms, biases) and, unless
+    `decay_tokens`, the tokens/embeddings named by an encoder's / decoder's `no_weight_decay()` (cls/mask tokens).
+
+    decay_tokens=True is MAE's pre-training rule: main_pretrain.py `optim_factory.add_weight_decay(model_without_ddp,
+    args.weight_decay)` (timm 0.3.2; `param_groups_weight_decay` in later timm) with no skip list, i.e. no decay on
+    `param.ndim <= 1 or name.endswith(".bias")` only, so cls_token and mask_token ARE decayed (MAE's pos_embed is
+    a fixed buffer, requires_grad=False). False (the default) exempts the `no_weight_decay()` names as well, as
+    VideoMAE's modeling_pretrain.py `no_weight_decay()` {'pos_embed', 'cls_token', 'mask_token'} does."""
     skip: set[str] = set()
     for prefix, sub in module.named_modules():
-        if isinstance(sub, (MAEEncoder, MAEDecoder)):
+        if isinstance(sub, (MAEEncoder, MAEDecoder)) and not decay_tokens:
             skip |= {f"{prefix}.{name}" if prefix else name for name in sub.no_weight_decay()}
     decay, no_decay = [], []
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -57,11 +63,11 @@ def schedule_steps(*, warmup_epochs: float, steps_per_epoch: int | float, total_
     run will take (a `max_steps` that cuts the run short, or a step-only run with max_epochs=-1, shortens the
     cosine, never the warm-up). A warm-up as long as the run or longer ramps the lr for the whole run, as MAE's
     function would (2-epoch smoke runs with the default warm-up of 2 do this), with a warning naming the keys."""
-    if not math.isfinite(total_steps) or total_steps < 1:
+    if not math.isfinite(total_steps):
         raise ValueError(f"the run's length in optimiser steps is {total_steps}: set trainer.max_epochs or "
                          "trainer.max_steps (the cosine schedule needs an end)")
-    total = int(total_steps)
-    if warmup_epochs == 0:
+    total = max(1, int(total_steps))  # trainer.max_steps=0 (evaluate the untrained encoder) takes no step at all
+    if warmup_epochs == 0 or total_steps < 1:
         return 0, total
     if not math.isfinite(steps_per_epoch) or steps_per_epoch < 1:
         raise ValueError(f"optim.warmup_epochs={warmup_epochs} needs the length of an epoch, and the train dataloader "
