@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mae.core.interfaces import DecoderMask, MAEDecoder, MAEEncoder, Masker, Target, Tokenizer
 from mae.core.masking import DualMasker
-from mae.core.optim import param_groups, resolve_lr, warmup_cosine
+from mae.core.optim import param_groups, resolve_lr, warmup_cosine_schedule
 from mae.core.seeding import mix_seed
 
 
@@ -38,6 +38,7 @@ class MAEModule(L.LightningModule):
         compile: bool = False,
         decoder_mask: DecoderMask | None = None,
         lr_batch_divisor: int = 1,
+        decay_tokens: bool = False,
     ) -> None:
         super().__init__()
         if decoder_mask is not None:  # dual masking: the decoder reconstructs a subset of the hidden tokens
@@ -56,6 +57,9 @@ class MAEModule(L.LightningModule):
         if isinstance(lr_batch_divisor, bool) or not isinstance(lr_batch_divisor, int) or lr_batch_divisor < 1:
             raise ValueError(f"optim.lr_batch_divisor must be an integer >= 1, got {lr_batch_divisor!r}")
         self.lr_batch_divisor = lr_batch_divisor  # the lr rule counts effective_batch / this (MAE-ST: videos = clips / repeat)
+        if not isinstance(decay_tokens, bool):
+            raise ValueError(f"optim.decay_tokens must be true or false, got {decay_tokens!r}")
+        self.decay_tokens = decay_tokens  # True: cls / mask tokens decayed too (MAE's main_pretrain.py)
         self._generator: torch.Generator | None = None
         self.resolved_lr: float | None = None
 
@@ -133,16 +137,12 @@ class MAEModule(L.LightningModule):
     def configure_optimizers(self):
         eff = self.effective_batch()
         self.resolved_lr = resolve_lr(blr=self.blr, lr=self.lr, effective_batch=eff)
-        groups = param_groups(nn.ModuleList([self.encoder, self.decoder]), weight_decay=self.weight_decay)
+        groups = param_groups(nn.ModuleList([self.encoder, self.decoder]), weight_decay=self.weight_decay,
+                              decay_tokens=self.decay_tokens)
         optimizer = self.optimizer_factory(groups, lr=self.resolved_lr, **self.optimizer_overrides())
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup = int(round(self.warmup_epochs * total / epochs))
-        min_ratio = self.min_lr / self.resolved_lr if self.resolved_lr > 0 else 0.0
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup_steps=warmup, total_steps=total, min_ratio=min_ratio)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule = warmup_cosine_schedule(optimizer, self.trainer, warmup_epochs=self.warmup_epochs,
+                                          peak_lr=self.resolved_lr, min_lr=self.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 def batch_size_of(batch: dict) -> int:

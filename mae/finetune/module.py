@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from mae.core.interfaces import MAEEncoder, Masker, Tokenizer
 from mae.core.module import batch_size_of
-from mae.core.optim import resolve_lr, warmup_cosine
+from mae.core.optim import resolve_lr, warmup_cosine_schedule
 from mae.core.seeding import mix_seed
 from mae.finetune.heads import Head
 from mae.finetune.mixup import BatchMixup
@@ -151,10 +151,6 @@ class FinetuneModule(L.LightningModule):
             groups = layer_decay_groups(self.encoder, self.head, weight_decay=self.weight_decay,
                                         layer_decay=self.layer_decay, lr=self.resolved_lr)
         optimizer = self.optimizer_factory([g for g in groups if g["params"]], lr=self.resolved_lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        warmup = int(round(self.warmup_epochs * total / epochs))
-        min_ratio = self.min_lr / self.resolved_lr
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup_steps=warmup, total_steps=total, min_ratio=min_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule = warmup_cosine_schedule(optimizer, self.trainer, warmup_epochs=self.warmup_epochs,
+                                          peak_lr=self.resolved_lr, min_lr=self.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from mae.core.grid import grid_coords
 from mae.core.interfaces import Masker
-from mae.core.masking import mask_from_scores, num_masked
+from mae.core.masking import mask_real, num_masked, refuse_padding
 from mae.core.tokens import Mask, Tokens
 
 
@@ -46,7 +46,8 @@ def line_scores(
 class TimeFreqMasker(Masker):
     """Structured spectrogram masking (Audio-MAE's time / frequency / time+frequency masking) with an exact
     count: whole time columns (`time`), whole frequency rows (`freq`) or both, then the remainder inside one
-    more column/row (see `line_scores`). The grid is (T, F): axis 0 time, axis 1 frequency."""
+    more column/row (see `line_scores`). The grid is (T, F): axis 0 time, axis 1 frequency. With padding
+    (`Tokens.pad`), exactly `num_masked(n_b, ratio)` of each row's real tokens, lowest line scores first."""
 
     def __init__(self, *, ratio: float, time: bool = True, freq: bool = True) -> None:
         num_masked(2, ratio)
@@ -66,7 +67,7 @@ class TimeFreqMasker(Masker):
         assert tokens.grid is not None
         scores = line_scores(tokens.batch_size, tokens.grid, axes=self.axes, device=tokens.values.device,
                              generator=generator)
-        return mask_from_scores(scores, num_masked(tokens.num_tokens, self.ratio))  # lowest scores hidden
+        return mask_real(scores, tokens.pad, self.ratio)  # lowest scores hidden; padding never drawn
 
 
 # ------------------------------------------------------------------- fine-tuning token dropping
@@ -101,6 +102,7 @@ class TimeFreqTokenDrop(Masker):
 
     def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
         self.check_grid(tokens.grid)
+        refuse_padding(tokens, "finetune.token_drop=TimeFreqTokenDrop (whole columns x rows, the same K per sample)")
         assert tokens.grid is not None
         (t, f), b, device = tokens.grid, tokens.batch_size, tokens.values.device
         keep_t, keep_f = self.kept((t, f))

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from mae.core.interfaces import DecoderMask, Masker
-from mae.core.masking import mask_from_scores, num_masked, with_decoder_mask
+from mae.core.masking import mask_from_scores, num_masked, refuse_padding, with_decoder_mask
 from mae.core.tokens import Mask, Tokens
 
 
@@ -68,6 +68,7 @@ class TubeMasker(Masker):
 
     def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
         grid = check_time_grid(tokens.grid, self.what)
+        refuse_padding(tokens, f"{self.what} (whole tubes / frames of a full (T, H, W) grid)")
         scores, hidden = self.scores(grid, tokens.batch_size, tokens.values.device, generator)
         return mask_from_scores(scores, hidden)  # lowest scores hidden
 
