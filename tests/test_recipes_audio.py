@@ -454,6 +454,7 @@ def test_pretrain_recipe_has_the_official_as2m_values(tmp_path):
     assert batch == 8 * 8 * 8 == 512 and lr == pytest.approx(2e-4 * 512 / 256)  # --batch_size 8, 64 GPUs, --blr 2e-4
     assert (cfg.trainer.max_epochs, cfg.optim.warmup_epochs, cfg.optim.min_lr) == (33, 3, 0.0)
     assert cfg.optim.weight_decay == 1e-4 and list(cfg.optim.optimizer.betas) == [0.9, 0.95]
+    assert cfg.optim.decay_tokens  # main_pretrain.py add_weight_decay: cls / mask tokens decayed
     assert cfg.trainer.gradient_clip_val is None and cfg.mask.ratio == 0.8
     assert cfg.mask._target_.endswith("RandomMasker") and cfg.target._target_.endswith("NormPixTarget")
     assert (cfg.model.encoder.dim, cfg.model.encoder.depth, cfg.model.encoder.num_heads) == (768, 12, 12)

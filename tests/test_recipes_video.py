@@ -169,6 +169,7 @@ def test_recipe_composes_with_the_official_values(name, tmp_path):
     assert resolved["effective_batch"] == lr_batch * cfg.data.repeat  # clips
     assert (cfg.trainer.max_epochs, cfg.optim.warmup_epochs, cfg.trainer.gradient_clip_val) == (epochs, warmup, clip)
     assert cfg.optim.weight_decay == 0.05 and list(cfg.optim.optimizer.betas) == [0.9, 0.95]
+    assert cfg.optim.decay_tokens == (name == "mae_st_vit_large_k400")  # MAE-ST util/misc.py; VideoMAE no_weight_decay()
     assert cfg.optim.min_lr == pytest.approx(min_lr) and cfg.mask.ratio == ratio
     assert (cfg.model.decoder.dim, cfg.model.decoder.depth, cfg.model.decoder.num_heads) == decoder
     assert (cfg.data.num_frames, cfg.data.sampling_rate, cfg.data.image_size) == (16, 4, 224)
