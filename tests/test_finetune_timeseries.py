@@ -201,7 +201,7 @@ def test_forecast_pretrain_then_finetune_with_scratch_baseline(tmp_path):
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert state["head.linear.weight"].shape == (24, 4 * 32)  # 48 // 12 patches x the tiny encoder's 32
     start = torch.load(pre / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-    key = "encoder.blocks.0.attn.qkv.weight"
+    key = "encoder.layers.0.self_attn.W_Q.weight"  # model=patchtst (PatchTST's network, the modality's default)
     assert not torch.equal(state[key], start[key])  # the second epoch trained the encoder too
 
 

@@ -28,7 +28,8 @@ TARGETS = {"norm_pix": "mae.core.targets.NormPixTarget", "pixel": "mae.core.targ
            "revin_patch": "mae.modalities.timeseries.targets.RevINPatchTarget"}
 LOSSES = {"mse": "mae.core.losses.masked_mse", "l1": "mae.core.losses.masked_l1",
           "chamfer": "mae.modalities.pointcloud.losses.masked_chamfer", "sce": "mae.modalities.graph.losses.sce_loss"}
-ENCODERS = {"gat": "mae.modalities.graph.encoder.GraphEncoder"}  # every other model: the shared transformer
+ENCODERS = {"gat": "mae.modalities.graph.encoder.GraphEncoder",
+            "patchtst": "mae.modalities.timeseries.encoder.PatchTSTEncoder"}  # every other model: the shared transformer
 EVALS = {"default": "mae.eval.protocol.FrozenProbe", "graph": "mae.modalities.graph.eval.GraphProbe",
          "forecast": "mae.modalities.timeseries.forecast.ForecastProbe"}
 

@@ -13,9 +13,12 @@ class LinearDecoder(MAEDecoder):
     """latent (B, prefix+N, D_enc) of EVERY token -> (B, M', out_dim) predictions at `mask.predicted`.
 
     dropout: applied to the latents before the linear layer (PatchTST's pretrain head: dropout then Linear).
+    dim / depth / num_heads: the sizes of a transformer decoder, which a linear head has not: accepted and unused, so
+    that shrinking configs written on shared keys (debug=fast, tests/conftest.py tiny_fit) apply to every model.
     """
 
-    def __init__(self, *, enc_dim: int, num_prefix: int, out_dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, *, enc_dim: int, num_prefix: int, out_dim: int, dropout: float = 0.0, dim: int | None = None,
+                 depth: int | None = None, num_heads: int | None = None) -> None:
         super().__init__()
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.decoder.dropout must be a number in [0, 1), got {dropout!r}")
