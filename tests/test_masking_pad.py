@@ -154,7 +154,10 @@ def test_loss_ignores_padding_and_real_japanese_vowels_hide_the_ratio(tmp_path):
     assert tokens.pad is not None and tokens.pad.any()
     # padding content changed -> loss unchanged (weight 0 on padding, padding never attended)
     noisy = dict(batch, series=batch["series"].masked_fill(~batch["observed"][..., None], 50.0))
-    torch.testing.assert_close(module(noisy, g())["loss"], out["loss"])
+    torch.manual_seed(0)  # model=patchtst has dropout 0.2: the same dropout draws in both passes
+    clean_loss = module(batch, g())["loss"]
+    torch.manual_seed(0)
+    torch.testing.assert_close(module(noisy, g())["loss"], clean_loss)
     # the whole TRAIN split: no row without a real visible patch, hidden share of real patches as the rule says
     hidden_real = real = rows_blind = rows = 0
     for batch in dm.train_dataloader():
@@ -174,3 +177,24 @@ def test_loss_ignores_padding_and_real_japanese_vowels_hide_the_ratio(tmp_path):
           f"patch {rows_blind}/{rows}")
     assert rows_blind == 0
     assert 0.2 <= share <= 0.5  # 1-3 real patches per row: int(n x 0.6) visible rounds the share to 0, 1/2 or 2/3
+
+
+def test_patchtst_batchnorm_statistics_come_from_real_tokens_only():
+    """model=patchtst's post-norm BatchNorm on padded rows: the batch statistics and the running averages are those
+    of BatchNorm1d over the real tokens alone, so a padding token's value never reaches a real token's output."""
+    from mae.modalities.timeseries.encoder import BatchNormTokens
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[0, 3:] = True
+    pad[2, 1:] = True
+    ours, reference = BatchNormTokens(4), torch.nn.BatchNorm1d(4)
+    out = ours(x, pad)
+    expect = reference(x[~pad])  # (R, D): BatchNorm1d on the real tokens only
+    torch.testing.assert_close(out[~pad], expect)
+    torch.testing.assert_close(ours.bn.running_mean, reference.running_mean)
+    torch.testing.assert_close(ours.bn.running_var, reference.running_var)
+    noisy = x.masked_fill(pad[..., None], 1e3)
+    torch.testing.assert_close(BatchNormTokens(4)(noisy, pad)[~pad], out[~pad])
+    torch.testing.assert_close(BatchNormTokens(4)(x, None), torch.nn.BatchNorm1d(4)(x.transpose(1, 2)).transpose(1, 2))

@@ -39,14 +39,26 @@ def check_rate(value: object, key: str) -> float:
 
 class BatchNormTokens(nn.Module):
     """BatchNorm1d over the feature axis of (B, N, D) tokens: PatchTST's Sequential(Transpose(1,2), BatchNorm1d,
-    Transpose(1,2)); statistics over every (row, patch) of the batch."""
+    Transpose(1,2)); statistics over every (row, patch) of the batch. With `pad` (B, N) True = padding (UCR series of
+    unequal length; PatchTST itself never pads), training statistics and the running averages are taken over the real
+    tokens only, so padding never changes a real token's output (exactly BatchNorm1d's update otherwise)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.bn = nn.BatchNorm1d(dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.bn(x.transpose(1, 2)).transpose(1, 2)  # (B, N, D)
+    def forward(self, x: Tensor, pad: Tensor | None = None) -> Tensor:
+        if pad is None or not self.training or not bool(pad.any()):
+            return self.bn(x.transpose(1, 2)).transpose(1, 2)  # (B, N, D)
+        bn, real = self.bn, x[~pad]  # (R, D) the real tokens
+        mean, var = real.mean(0), real.var(0, unbiased=False)  # (D,)
+        if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
+            with torch.no_grad():  # BatchNorm1d's momentum update, unbiased variance
+                bn.num_batches_tracked += 1
+                n = real.shape[0]
+                bn.running_mean.lerp_(mean.detach(), bn.momentum)
+                bn.running_var.lerp_(var.detach() * n / max(n - 1, 1), bn.momentum)
+        return (x - mean) * torch.rsqrt(var + bn.eps) * bn.weight + bn.bias  # (B, N, D)
 
 
 class PatchTSTAttention(nn.Module):
@@ -96,16 +108,20 @@ class PatchTSTLayer(nn.Module):
         self.norm_ffn = BatchNormTokens(dim) if norm == "BatchNorm" else nn.LayerNorm(dim)
         self.pre_norm = pre_norm
 
+    @staticmethod
+    def _norm(norm: nn.Module, x: Tensor, pad: Tensor | None) -> Tensor:
+        return norm(x, pad) if isinstance(norm, BatchNormTokens) else norm(x)  # LayerNorm: per token already
+
     def forward(self, x: Tensor, prev: Tensor | None = None, key_pad: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = self.norm_attn(x) if self.pre_norm else x
+        h = self._norm(self.norm_attn, x, key_pad) if self.pre_norm else x
         out, scores = self.self_attn(h, prev, key_pad)
         x = h + self.dropout_attn(out)  # official: src = src + dropout(src2), src already normalised under pre_norm
         if not self.pre_norm:
-            x = self.norm_attn(x)
-        h = self.norm_ffn(x) if self.pre_norm else x
+            x = self._norm(self.norm_attn, x, key_pad)
+        h = self._norm(self.norm_ffn, x, key_pad) if self.pre_norm else x
         x = h + self.dropout_ffn(self.ff(h))
         if not self.pre_norm:
-            x = self.norm_ffn(x)
+            x = self._norm(self.norm_ffn, x, key_pad)
         return x, scores
 
 
