@@ -14,6 +14,8 @@ from mae.core.tokens import Mask, Tokens, gather_tokens
 class Decoder(MAEDecoder):
     """latent (B, prefix+K, D_enc) -> predictions (B, M, out_dim) at the hidden positions."""
 
+    reads = "visible"
+
     def __init__(
         self,
         *,

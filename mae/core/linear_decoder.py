@@ -15,6 +15,8 @@ class LinearDecoder(MAEDecoder):
     dropout: applied to the latents before the linear layer (PatchTST's pretrain head: dropout then Linear).
     """
 
+    reads = "all"
+
     def __init__(self, *, enc_dim: int, num_prefix: int, out_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
