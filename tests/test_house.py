@@ -30,6 +30,8 @@ LOSSES = {"mse": "mae.core.losses.masked_mse", "l1": "mae.core.losses.masked_l1"
           "chamfer": "mae.modalities.pointcloud.losses.masked_chamfer", "sce": "mae.modalities.graph.losses.sce_loss"}
 ENCODERS = {"gat": "mae.modalities.graph.encoder.GraphEncoder",
             "patchtst": "mae.modalities.timeseries.encoder.PatchTSTEncoder"}  # every other model: the shared transformer
+MASKS |= {"group": "mae.core.group_masking.GroupMasker", "blockwise": "mae.core.group_masking.BlockwiseMasker"}
+ENCODERS |= {m: "mae.core.mask_token_encoder.MaskTokenEncoder" for m in ("simmim", "maskfeat")}  # all tokens + [MASK]
 EVALS = {"default": "mae.eval.protocol.FrozenProbe", "graph": "mae.modalities.graph.eval.GraphProbe",
          "forecast": "mae.modalities.timeseries.forecast.ForecastProbe"}
 

@@ -20,6 +20,8 @@ class Decoder(MAEDecoder):
     windowed cosine attention and a relative position bias, every odd block shifted by wt // 2 on time when
     window_shift is true."""
 
+    reads = "visible"
+
     def __init__(
         self,
         *,

@@ -67,6 +67,8 @@ class Encoder(MAEEncoder):
     token without masking and returns one vector per sample for evaluation and downstream use.
     """
 
+    latents = "visible"
+
     def __init__(
         self,
         *,

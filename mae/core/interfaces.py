@@ -98,6 +98,9 @@ class MAEEncoder(nn.Module):
     dim: int
     num_prefix: int
     pool_dim: int
+    latents: ClassVar[str | None] = None
+    """What `forward` returns: "visible" (prefix+K) or "all" (prefix+N); None: not declared. The start-up check
+    (mae/train/config_model.py) refuses a decoder whose `MAEDecoder.reads` says otherwise."""
 
     def forward(self, tokens: Tokens, mask: Mask | None = None) -> Tensor:
         raise NotImplementedError
@@ -112,6 +115,9 @@ class MAEEncoder(nn.Module):
 
 class MAEDecoder(nn.Module):
     """latent (the encoder's output) + tokens + mask -> (B, M', out_dim) predictions at `mask.predicted`."""
+
+    reads: ClassVar[str | None] = None
+    """The latents `forward` expects: "visible" (the MAE decoder) or "all" (LinearDecoder); None: not declared."""
 
     def forward(self, latent: Tensor, tokens: Tokens, mask: Mask) -> Tensor:
         raise NotImplementedError

@@ -17,6 +17,8 @@ class LinearDecoder(MAEDecoder):
     that shrinking configs written on shared keys (debug=fast, tests/conftest.py tiny_fit) apply to every model.
     """
 
+    reads = "all"
+
     def __init__(self, *, enc_dim: int, num_prefix: int, out_dim: int, dropout: float = 0.0, dim: int | None = None,
                  depth: int | None = None, num_heads: int | None = None) -> None:
         super().__init__()

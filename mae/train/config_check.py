@@ -4,6 +4,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from mae.train.config_model import model_errors
 from mae.train.config_objective import objective_errors
 from mae.train.config_ranges import range_errors
 from mae.train.config_targets import check_target_fits_tokens
@@ -51,6 +52,6 @@ def validate(cfg: DictConfig) -> None:
     missing = OmegaConf.missing_keys(cfg)
     if missing:
         raise ValueError(f"config values that must be set: {sorted(missing)}")
-    errors = [*range_errors(cfg), *objective_errors(cfg)]
+    errors = [*range_errors(cfg), *objective_errors(cfg), *model_errors(cfg)]
     if errors:
         raise ValueError("\n".join(errors))

@@ -57,6 +57,8 @@ RULES = (
     Range("mask.replace_rate", 0, 1, high_open=True),  # mask=graphmae
     Range("mask.min_aspect", 0, 1, low_open=True),  # mask=block
     Range("mask.num_blocks", 1, integer=True, nullable=True),  # mask=block
+    Range("mask.min_tokens", 1, integer=True, nullable=True),  # mask=blockwise
+    Range("mask.max_tokens", 1, integer=True, nullable=True),  # mask=blockwise
     Range("decoder_mask.ratio", 0, 1, low_open=True, high_open=True),  # decoder_mask=running_cell: [0.25, 1)
     Range("optim.blr", 0, low_open=True),
     Range("optim.lr", 0, low_open=True, nullable=True),
