@@ -35,6 +35,5 @@ def model_errors(cfg: DictConfig) -> list[str]:
     if encoder.latents is None or decoder.reads is None or encoder.latents == decoder.reads:
         return []
     what = {"all": "the latents of every token (prefix+N)", "visible": "the latents of the visible tokens (prefix+K)"}
-    fix = FIX[decoder.reads] if decoder.reads == "all" else FIX["visible"]
     return [f"model.decoder._target_={paths[1]} reads {what[decoder.reads]}, but model.encoder._target_={paths[0]} "
-            f"returns {what[encoder.latents]}: use {fix}"]
+            f"returns {what[encoder.latents]}: use {FIX[decoder.reads]}"]
