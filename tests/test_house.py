@@ -33,7 +33,8 @@ ENCODERS = {"gat": "mae.modalities.graph.encoder.GraphEncoder",
 MASKS |= {"group": "mae.core.group_masking.GroupMasker", "blockwise": "mae.core.group_masking.BlockwiseMasker"}
 ENCODERS |= {m: "mae.core.mask_token_encoder.MaskTokenEncoder" for m in ("simmim", "maskfeat")}  # all tokens + [MASK]
 EVALS = {"default": "mae.eval.protocol.FrozenProbe", "graph": "mae.modalities.graph.eval.GraphProbe",
-         "forecast": "mae.modalities.timeseries.forecast.ForecastProbe"}
+         "forecast": "mae.modalities.timeseries.forecast.ForecastProbe",
+         "graphmae": "mae.modalities.graph.protocol.GraphMAEProtocol"}
 
 
 def compose_choices(overrides: list[str]):

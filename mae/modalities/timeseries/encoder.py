@@ -138,8 +138,6 @@ class PatchTSTEncoder(MAEEncoder):
     "last", the last patch's latent (PatchTST's ClassificationHead / RegressionHead read x[:, :, :, -1]).
     """
 
-    latents = "all"  # every patch goes through the encoder (hidden ones zeroed): LinearDecoder reads them
-
     num_prefix = 0
     latents = "all"  # forward returns every patch (MAEEncoder.latents, read by the start-up check where declared)
 
