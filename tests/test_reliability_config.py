@@ -113,7 +113,7 @@ def test_an_unresolvable_interpolation_is_named(tmp_path):
 FITTING = {
     "image": "hog, target=norm_pix, target=pixel",
     "audio": "norm_pix, target=pixel",
-    "video": "norm_pix, target=pixel, target=tubelet_norm_pix, target=video_hog",
+    "video": "norm_pix, target=pixel, target=pred_frames, target=tubelet_norm_pix, target=video_hog",
     "pointcloud": "norm_pix, target=pixel, target=point_group",
     "graph": "node_features, target=norm_pix, target=pixel",
     "timeseries": "norm_pix, target=pixel, target=revin_patch",
