@@ -338,7 +338,8 @@ def test_patchtst_etth1_recipe_has_the_official_values(tmp_path):
     validate(cfg)
     resolved = describe(resolve_batch(cfg), blr=float(cfg.optim.blr), lr=cfg.optim.lr)
     assert resolved["lr"] == pytest.approx(1e-4) and resolved["effective_batch"] == 64  # --lr, --batch_size
-    assert cfg.trainer.max_epochs == 10 and cfg.optim.warmup_epochs == 3  # --n_epochs_pretrain, pct_start 0.3
+    assert cfg.trainer.max_epochs == 10 and cfg.optim.schedule == "one_cycle"  # --n_epochs_pretrain, fit_one_cycle
+    assert (cfg.optim.warmup_epochs, cfg.optim.min_lr) == (0, 0.0)  # one_cycle's own warm-up and end
     assert cfg.optim.weight_decay == 0.0 and list(cfg.optim.optimizer.betas) == [0.9, 0.999]  # Adam
     assert cfg.trainer.gradient_clip_val is None and cfg.mask.ratio == 0.4
     assert (cfg.data.context, cfg.tokenizer.patch_len, cfg.data.batch_size) == (512, 12, 64)

@@ -135,3 +135,47 @@ def test_finetuning_step_only_run_uses_the_same_schedule(tmp_path):
     module = build_module(cfg, dm, None, tmp_path, stage="finetune")
     rec = fit(module, dm, max_epochs=-1, max_steps=7)
     check_step_run(rec, peak=module.resolved_lr, warmup=3, steps=7, min_lr=1e-5)
+
+
+def test_one_cycle_equals_patchtst_fit_one_cycle(tmp_path):
+    """optim.schedule=one_cycle against PatchTST's callback (src/callback/scheduler.py OneCycleLR.before_fit: torch's
+    OneCycleLR(max_lr, epochs=n_epochs, steps_per_epoch=len(train), pct_start 0.3, cos, cycle_momentum, 0.85 / 0.95,
+    div 25, final div 1e4), stepped after every train batch; lr and beta1 per step."""
+    import torch
+
+    cfg, dm = composed(tmp_path, "optim.schedule=one_cycle", "optim.warmup_epochs=0", "optim.min_lr=0")
+    module = instantiate(cfg.module)
+    betas: list[float] = []
+
+    class Beta(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            betas.append(trainer.optimizers[0].param_groups[0]["betas"][0])
+
+    rec = LrRecorder()
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_train_batches=3,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[rec, Beta()], max_epochs=4)
+    trainer.fit(module, datamodule=dm)
+    peak = module.resolved_lr
+    reference = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=peak, betas=(0.9, 0.999))
+    official = torch.optim.lr_scheduler.OneCycleLR(optimizer=reference, max_lr=peak, total_steps=None, epochs=4,
+                                                   steps_per_epoch=3, pct_start=0.3, anneal_strategy="cos",
+                                                   cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
+                                                   div_factor=25., final_div_factor=1e4, three_phase=False)
+    want_lr, want_beta = [], []
+    for _ in range(12):
+        want_lr.append(reference.param_groups[0]["lr"])
+        want_beta.append(reference.param_groups[0]["betas"][0])
+        reference.step()
+        official.step()
+    assert rec.lrs == pytest.approx(want_lr) and betas == pytest.approx(want_beta)
+    assert max(rec.lrs) == pytest.approx(peak, rel=0.05) and rec.lrs[0] == pytest.approx(peak / 25)
+
+
+def test_one_cycle_refuses_a_warmup_of_its_own(tmp_path):
+    cfg, _ = composed(tmp_path, "optim.schedule=one_cycle", "optim.warmup_epochs=1", "optim.min_lr=0")
+    with pytest.raises(Exception, match="optim.schedule=one_cycle warms up over 30 % of the run"):
+        instantiate(cfg.module)
+    cfg, _ = composed(tmp_path, "optim.schedule=cosine")
+    with pytest.raises(Exception, match="optim.schedule must be one of"):
+        instantiate(cfg.module)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mae.core.interfaces import DecoderMask, MAEDecoder, MAEEncoder, Masker, Target, Tokenizer
 from mae.core.masking import DualMasker
-from mae.core.optim import param_groups, resolve_lr, warmup_cosine_schedule
+from mae.core.optim import check_schedule, param_groups, resolve_lr, warmup_cosine_schedule
 from mae.core.seeding import mix_seed
 
 
@@ -39,6 +39,7 @@ class MAEModule(L.LightningModule):
         decoder_mask: DecoderMask | None = None,
         lr_batch_divisor: int = 1,
         decay_tokens: bool = False,
+        schedule: str = "warmup_cosine",
     ) -> None:
         super().__init__()
         if decoder_mask is not None:  # dual masking: the decoder reconstructs a subset of the hidden tokens
@@ -60,6 +61,8 @@ class MAEModule(L.LightningModule):
         if not isinstance(decay_tokens, bool):
             raise ValueError(f"optim.decay_tokens must be true or false, got {decay_tokens!r}")
         self.decay_tokens = decay_tokens  # True: cls / mask tokens decayed too (MAE's main_pretrain.py)
+        check_schedule(schedule, warmup_epochs=warmup_epochs, min_lr=min_lr)  # at start-up, not at fit
+        self.schedule = schedule
         self._generator: torch.Generator | None = None
         self.resolved_lr: float | None = None
 
@@ -141,7 +144,7 @@ class MAEModule(L.LightningModule):
                               decay_tokens=self.decay_tokens)
         optimizer = self.optimizer_factory(groups, lr=self.resolved_lr, **self.optimizer_overrides())
         schedule = warmup_cosine_schedule(optimizer, self.trainer, warmup_epochs=self.warmup_epochs,
-                                          peak_lr=self.resolved_lr, min_lr=self.min_lr)
+                                          peak_lr=self.resolved_lr, min_lr=self.min_lr, schedule=self.schedule)
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 

@@ -80,13 +80,40 @@ def schedule_steps(*, warmup_epochs: float, steps_per_epoch: int | float, total_
     return warmup, total
 
 
+SCHEDULES = ("warmup_cosine", "one_cycle")  # optim.schedule
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, *, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """PatchTST's schedule (PatchTST_self_supervised/src/learner.py fit_one_cycle -> src/callback/scheduler.py
+    OneCycleLR: torch's OneCycleLR with pct_start 0.3, cos annealing, beta1 cycled 0.95 -> 0.85 -> 0.95, div_factor 25,
+    final_div_factor 1e4), over the optimiser steps the run really takes; each group peaks at its own lr."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps, pct_start=0.3,
+        anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95, div_factor=25.0,
+        final_div_factor=1e4)
+
+
+def check_schedule(schedule: str, *, warmup_epochs: float, min_lr: float) -> None:
+    """optim.schedule is one of SCHEDULES; one_cycle has its own warm-up (30 %) and end (lr / 25 / 1e4)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"optim.schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    if schedule == "one_cycle" and (warmup_epochs != 0 or min_lr != 0):
+        raise ValueError("optim.schedule=one_cycle warms up over 30 % of the run and ends at lr / 25 / 1e4 by itself: "
+                         f"set optim.warmup_epochs=0 and optim.min_lr=0 (got {warmup_epochs} and {min_lr})")
+
+
 def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, trainer: Any, *, warmup_epochs: float, peak_lr: float,
-                           min_lr: float) -> dict:
+                           min_lr: float, schedule: str = "warmup_cosine") -> dict:
     """The one lr schedule of pre-training and fine-tuning: Lightning's `lr_scheduler` dict (interval "step") of
     `warmup_cosine` over the optimiser steps `trainer` will really take (`estimated_stepping_batches` accounts for
     max_steps, max_epochs, accumulate_grad_batches and DDP; an epoch is ceil(train batches / accumulation)
-    steps). LambdaLR scales each group's own lr, so layer-decay `lr_scale`s are kept."""
+    steps). LambdaLR scales each group's own lr, so layer-decay `lr_scale`s are kept. schedule="one_cycle": PatchTST's
+    OneCycleLR over the same steps instead (`one_cycle`)."""
+    check_schedule(schedule, warmup_epochs=warmup_epochs, min_lr=min_lr)
     total = trainer.estimated_stepping_batches
+    if schedule == "one_cycle":
+        _, steps = schedule_steps(warmup_epochs=0, steps_per_epoch=1, total_steps=total)
+        return {"scheduler": one_cycle(optimizer, total_steps=steps), "interval": "step"}
     if trainer.train_dataloader is None:  # max_epochs=-1: Lightning did not load the data to estimate
         trainer.fit_loop.setup_data()
     steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
