@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from benchmarks.noise import Sample, measure, median_clean
-from datamodules.graph.datamodule import NodeItems
+from datamodules.graph.datasets import NodeItems
 from datamodules.graph.ops import collate_graphs, laplacian_pe, num_subgraphs
 from mae.core.optim import param_groups
 

@@ -10,7 +10,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from datamodules.audio.datamodule import STD_SCALE, AudioDataConfig, AudioDataset, Normalizer
+from datamodules.audio.datamodule import AudioDataConfig
+from datamodules.audio.dataset import STD_SCALE, AudioDataset, Normalizer
 from datamodules.audio.features import FbankFeatures, SpecAugment, roll_mag, roll_mag_aug
 from datamodules.errors import SkipCounter
 

@@ -11,9 +11,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from datamodules.errors import LoadError, SkippedFileWarning
-from datamodules.video.datamodule import VideoDataModule, collate_clips, read_video_list
+from datamodules.video.datamodule import VideoDataModule, collate_clips
 from datamodules.video.decode import ClipReader, clip_indices, read_decord, read_pyav
 from datamodules.video.demo import demo_frames, write_mp4
+from datamodules.video.lists import read_video_list
 from mae.core.decoder import Decoder
 from mae.core.encoder import Encoder
 from mae.core.losses import masked_mse

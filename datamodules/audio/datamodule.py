@@ -33,7 +33,6 @@ run reuses them instead of recomputing.
 """
 from __future__ import annotations
 
-import csv
 import math
 import tempfile
 from collections.abc import Callable, Sequence
@@ -45,8 +44,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.audio.dataset import STD_SCALE, AudioDataset, AudioNorm, Normalizer
 from datamodules.audio.demo import write_demo
-from datamodules.audio.features import FbankFeatures, SpecAugment, check_audio, crop_or_pad, roll_mag_aug
+from datamodules.audio.features import FbankFeatures, SpecAugment, check_audio, roll_mag_aug
+from datamodules.audio.lists import (
+    class_sets,
+    esc50_classes,
+    is_multilabel_csv,
+    read_class_names,
+    read_esc50_csv,
+    read_multilabel_csv,
+)
 from datamodules.base import SplitDataModule
 from datamodules.checks import (
     OnError,
@@ -56,7 +64,7 @@ from datamodules.checks import (
     check_fields,
     check_val_fraction,
 )
-from datamodules.errors import FileSubset, SkipCounter, try_load, verify_files
+from datamodules.errors import verify_files
 from datamodules.indexing import index_class_folder, resolve_source, split_indices
 from datamodules.sampling import SeededSampler
 
@@ -64,7 +72,6 @@ AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 AudioSourceName = Literal["demo", "folder"]
 SOURCES = get_args(AudioSourceName)
 DEMO_OPTIONS = ("demo_dir", "demo_clips_per_class", "demo_seconds")  # read by source=demo only
-PATH_COLUMNS = ("path", "filename")  # the path column of a multi-label CSV
 
 
 @dataclass
@@ -85,201 +92,6 @@ class AudioIndex:
         num_train = None if self.num_train is None else sum(r < self.num_train for r in rows)
         return AudioIndex([self.paths[r] for r in rows], [self.labels[r] for r in rows], pick(self.label_sets),
                           self.classes, pick(self.folds), num_train)
-
-
-# -------------------------------------------------------------------------------------------- lists
-def read_esc50_csv(path: str | Path, *, audio_dir: str | None) -> tuple[list[Path], list[int], list[int]]:
-    """ESC-50-style `filename,target,fold[,...]` CSV (header required; other columns ignored) -> (paths,
-    labels, folds). Paths are relative to `audio_dir` (default: the CSV's folder). Class names: `esc50_classes`."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"list file {str(path)!r} does not exist or is not a file")
-    base = Path(audio_dir).expanduser() if audio_dir else path.parent
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"filename", "target"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"list file {str(path)!r} needs a header with filename,target[,fold]; missing {sorted(missing)}")
-        paths, labels, folds = [], [], []
-        for n, row in enumerate(reader, start=2):
-            try:
-                labels.append(int(row["target"]))
-                folds.append(int(row["fold"]) if row.get("fold") not in (None, "") else 0)
-            except ValueError as err:
-                raise ValueError(f"{str(path)!r} line {n}: target/fold must be integers: {err}") from err
-            paths.append(base / row["filename"])
-    if not paths:
-        raise ValueError(f"list file {str(path)!r} holds no entries")
-    return paths, labels, folds
-
-
-def esc50_classes(path: str | Path, num_classes: int) -> list[str]:
-    """Class names of an ESC-50-style CSV: its `category` column (ESC-50's esc50.csv: "dog", "rooster", ...) by
-    target, where every target has one category; else "0", "1", ..."""
-    names: dict[int, set[str]] = {}
-    with Path(path).expanduser().open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("category"):
-                names.setdefault(int(row["target"]), set()).add(row["category"].strip())
-    if set(names) == set(range(num_classes)) and all(len(v) == 1 for v in names.values()):
-        categories = [next(iter(names[i])) for i in range(num_classes)]
-        if len(set(categories)) == num_classes:  # one distinct name per target
-            return categories
-    return [str(i) for i in range(num_classes)]
-
-
-def csv_header(path: str | Path) -> list[str]:
-    """The first row of a CSV file (its column names), stripped."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"list file {str(path)!r} does not exist or is not a file")
-    with path.open(newline="") as f:
-        return [c.strip() for c in next(csv.reader(f), [])]
-
-
-def is_multilabel_csv(path: str | Path) -> bool:
-    """A CSV with a `labels` column and a path column (`read_multilabel_csv`), not ESC-50's filename,target."""
-    header = csv_header(path)
-    return "labels" in header and any(c in header for c in PATH_COLUMNS)
-
-
-def read_class_names(path: str | Path) -> list[str]:
-    """data.classes: AudioSet's class_labels_indices.csv (`index,mid,display_name`; the mids, ordered by `index`) or
-    any CSV with a `mid` column, else a text file of one class name per line (blank lines ignored)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"data.classes={str(path)!r} does not exist or is not a file")
-    header = csv_header(path)
-    if "mid" in header:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        if "index" in header:
-            rows.sort(key=lambda row: int(row["index"]))
-        names = [row["mid"].strip() for row in rows]
-    else:
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise ValueError(f"data.classes={str(path)!r} holds no class names")
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"data.classes={str(path)!r} lists the class {name!r} twice")
-        seen.add(name)
-    return names
-
-
-def read_multilabel_csv(path: str | Path, *, audio_dir: str | None, delimiter: str
-                        ) -> tuple[list[Path], list[list[str]], list[int], list[int]]:
-    """A multi-label CSV (module docstring) -> (paths, class names per clip in row order, line numbers, folds (0
-    without a `fold` column)). Paths are relative to `audio_dir` (default: the CSV's folder). A row with an
-    empty `labels` cell is a clip without a class (label -1, multi-hot all zeros)."""
-    path = Path(path).expanduser()
-    base = Path(audio_dir).expanduser() if audio_dir else path.parent
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in reader.fieldnames or []]
-        reader.fieldnames = fields
-        column = next((c for c in PATH_COLUMNS if c in fields), None)
-        if column is None or "labels" not in fields:
-            raise ValueError(f"list file {str(path)!r}: a multi-label CSV needs a header with path (or filename) and "
-                             f"labels, got {fields}")
-        paths, names, lines, folds = [], [], [], []
-        for n, row in enumerate(reader, start=2):
-            if None in row:
-                raise ValueError(f"{str(path)!r} line {n}: more cells than the header's {len(fields)} columns: quote "
-                                 f"the labels cell when it holds the delimiter {delimiter!r} (\"a{delimiter}b\")")
-            file = (row[column] or "").strip()
-            if not file:
-                raise ValueError(f"{str(path)!r} line {n}: empty {column} cell")
-            paths.append(Path(file).expanduser() if Path(file).expanduser().is_absolute() else base / file)
-            names.append([x.strip() for x in (row["labels"] or "").split(delimiter) if x.strip()])
-            lines.append(n)
-            try:
-                folds.append(int(row["fold"]) if row.get("fold") not in (None, "") else 0)
-            except ValueError as err:
-                raise ValueError(f"{str(path)!r} line {n}: fold must be an integer: {err}") from err
-    if not paths:
-        raise ValueError(f"list file {str(path)!r} holds no entries")
-    return paths, names, lines, folds
-
-
-def class_sets(names: list[list[str]], classes: list[str], *, where: str, lines: list[int], source: str
-               ) -> list[list[int]]:
-    """Per-clip class names -> sorted class indices; a name outside `classes` is a ValueError naming the row."""
-    lookup = {name: i for i, name in enumerate(classes)}
-    out = []
-    for row, line in zip(names, lines):
-        unknown = [x for x in row if x not in lookup]
-        if unknown:
-            raise ValueError(f"{where} line {line}: unknown class name(s) {unknown} (the classes are {source}; "
-                             f"{len(classes)} names, e.g. {classes[:5]})")
-        out.append(sorted({lookup[x] for x in row}))
-    return out
-
-
-# ------------------------------------------------------------------------------------------- dataset
-AudioNorm = Literal["standard", "audiomae"]
-STD_SCALE = {"standard": 1.0, "audiomae": 2.0}  # the divisor in units of std (Audio-MAE: `self.norm_std * 2`)
-
-
-class Normalizer:
-    """Shared (mean, std) set once the statistics are known; datasets read it at __getitem__ time.
-    (x - mean) / (std_scale x std): std_scale 1 (norm=standard) or 2 (norm=audiomae, Audio-MAE's dataset.py)."""
-
-    def __init__(self, std_scale: float = 1.0) -> None:
-        self.mean: float | None = None
-        self.std: float | None = None
-        self.std_scale = std_scale
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.mean is None or self.std is None:
-            raise RuntimeError("feature statistics are not set yet (AudioDataModule computes them on first use)")
-        return (x - self.mean) / (self.std * self.std_scale)
-
-
-class AudioDataset(FileSubset):
-    """The `indices` subset of `paths` as normalised fbank crops; a file that fails raises LoadError
-    (on_error="raise") or is skipped with a warning and replaced by the next one (on_error="skip").
-    label_sets (multi-label sources): each clip's class indices, giving item["labels"] (K,) multi-hot float;
-    spec_augment: SpecAugment of the crop (the fine-tuning train split only); normalize_last: normalise after the
-    crop / pad and SpecAugment (norm=audiomae, Audio-MAE's order) instead of before; wave_augment: a waveform
-    augmentation before the fbank (roll_mag_aug, the train split only)."""
-
-    what = "clips"
-
-    def __init__(self, *, paths: Sequence[Path], labels: Sequence[int], indices: Sequence[int],
-                 features: FbankFeatures, normalize: Normalizer | None, frames: int, random_crop: bool,
-                 on_error: str, skips: SkipCounter, label_sets: Sequence[Sequence[int]] | None = None,
-                 num_classes: int = 0, spec_augment: SpecAugment | None = None, normalize_last: bool = False,
-                 wave_augment: Callable[[Tensor], Tensor] | None = None) -> None:
-        super().__init__(labels=labels, indices=indices, on_error=on_error, skips=skips)
-        self.paths = list(paths)
-        self.features, self.normalize, self.frames, self.random_crop = features, normalize, frames, random_crop
-        self.label_sets, self.num_classes = label_sets, num_classes
-        self.spec_augment = spec_augment if spec_augment is not None and spec_augment.active else None
-        self.normalize_last, self.wave_augment = normalize_last, wave_augment
-
-    def _load(self, index: int) -> Tensor:
-        return self.features(self.paths[index], augment=self.wave_augment)  # (T', F); LoadError on a bad file
-
-    def raw(self, position: int) -> Tensor | None:
-        """Full-file features of the sample at `position` ((T', F)), None if the file is bad and skipped."""
-        return try_load(self.indices[position], self._load, bad=self.bad, on_error=self.on_error, skips=self.skips)
-
-    def _item(self, index: int, loaded: Tensor) -> dict[str, Tensor | int]:
-        norm = self.normalize if self.normalize is not None else (lambda x: x)
-        feats = loaded if self.normalize_last else norm(loaded)
-        fbank = crop_or_pad(feats, self.frames, random=self.random_crop)  # (T, F)
-        if self.spec_augment is not None:
-            fbank = self.spec_augment(fbank)
-        if self.normalize_last:
-            fbank = norm(fbank)  # Audio-MAE: padding and SpecAugment bands hold (0 - mean) / (2 std)
-        item: dict[str, Tensor | int] = {"fbank": fbank, "label": self.labels[index]}
-        if self.label_sets is not None:
-            hot = torch.zeros(self.num_classes)  # (K,)
-            hot[list(self.label_sets[index])] = 1.0
-            item["labels"] = hot
-        return item
 
 
 # ---------------------------------------------------------------------------------------------- config

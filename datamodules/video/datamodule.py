@@ -21,7 +21,6 @@ clip-major inside a sample, "label": (B,), "views": V}; the task averages the V 
 """
 from __future__ import annotations
 
-import csv
 import math
 import tempfile
 from collections.abc import Sequence
@@ -43,11 +42,12 @@ from datamodules.checks import (
     check_val_fraction,
 )
 from datamodules.errors import FileSubset, SkipCounter, verify_files
-from datamodules.indexing import UNLABELED, index_class_folder, resolve_source, split_indices
+from datamodules.indexing import index_class_folder, resolve_source, split_indices
 from datamodules.sampling import SeededSampler
 from datamodules.video.crop import TrainCrop
 from datamodules.video.decode import ClipReader, check_video, default_backend
 from datamodules.video.demo import write_demo
+from datamodules.video.lists import read_video_list
 
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
 Backend = Literal["decord", "pyav"]
@@ -59,42 +59,6 @@ BACKENDS, SHORT_POLICIES, SOURCES = get_args(Backend), get_args(ShortVideo), get
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DEMO_OPTIONS = ("demo_dir", "demo_videos_per_class", "demo_frames", "demo_size", "demo_label", "demo_digit_size")
 CROP_OPTIONS = {"crop_scales": "multiscale", "crop_area": "resized", "crop_aspect": "resized"}  # option -> its crop
-
-
-# -------------------------------------------------------------------------------------------- lists
-def read_video_list(path: str | Path, *, video_dir: str | None) -> tuple[list[Path], list[int], list[str]]:
-    """Kinetics/SSv2-style list: `path label` (space separated, VideoMAE's train.csv) or `path,label` (CSV) rows,
-    header optional (first cell "path"), label column optional; integer labels or class names. Relative paths
-    are resolved against `video_dir` (default: the list's folder)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"list file {str(path)!r} does not exist or is not a file")
-    base = Path(video_dir).expanduser() if video_dir else path.parent
-    lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
-    comma = bool(lines) and "," in lines[0][1]
-    rows = [(n, [c.strip() for c in next(csv.reader([line]))] if comma else line.rsplit(None, 1)) for n, line in lines]
-    if rows and rows[0][1][0].lower() == "path":
-        rows = rows[1:]
-    if not rows:
-        raise ValueError(f"list file {str(path)!r} holds no entries")
-    width = len(rows[0][1])
-    paths, raw = [], []
-    for n, row in rows:
-        if len(row) != width or width not in (1, 2):
-            raise ValueError(f"{str(path)!r} line {n}: expected `path[ label]` like the first entry, got {row}")
-        file = Path(row[0]).expanduser()
-        paths.append(file if file.is_absolute() else base / file)
-        if width == 2:
-            raw.append(row[1])
-    if width == 1:
-        return paths, [UNLABELED] * len(paths), []
-    if all(x.lstrip("-").isdigit() for x in raw):
-        labels = [int(x) for x in raw]
-        if min(labels) < 0:
-            raise ValueError(f"{str(path)!r}: integer labels must be >= 0, got {min(labels)}")
-        return paths, labels, [str(i) for i in range(max(labels) + 1)]
-    classes = sorted(set(raw))
-    return paths, [classes.index(x) for x in raw], classes
 
 
 # ------------------------------------------------------------------------------------------- dataset

@@ -117,11 +117,15 @@ class Encoder(MAEEncoder):
             values = gather_tokens(values, keep)  # (B, K, C)
             pos = gather_tokens(pos, keep)  # (B, K, P)
             pad = None if pad is None else torch.gather(pad, 1, keep)  # (B, K)
-        pe = self.pos_embed(pos).to(values.dtype)  # (B|1, K, D)
-        x = self.embed(values) if self.pos_every_block else self.embed(values) + pe  # (B, K, D)
+        return self.run_blocks(self.embed(values), self.pos_embed(pos).to(values.dtype), pad)
+
+    def run_blocks(self, x: Tensor, pe: Tensor, pad: Tensor | None) -> Tensor:
+        """(B, L, D) embedded tokens, (B|1, L, D) their position embedding, (B, L) padding -> (B, prefix+L, D):
+        positions (once, or before every block), cls token, blocks; before the final norm."""
+        x = x if self.pos_every_block else x + pe  # (B, L, D)
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+K, D)
-        pe = nn.functional.pad(pe, (0, 0, self.num_prefix, 0)) if self.pos_every_block else None  # (B|1, prefix+K, D)
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+L, D)
+        pe = nn.functional.pad(pe, (0, 0, self.num_prefix, 0)) if self.pos_every_block else None  # (B|1, prefix+L, D)
         attn_mask = padding_attn_mask(pad, self.num_prefix)
         for block in self.blocks:
             x = block(x if pe is None else x + pe, attn_mask=attn_mask)

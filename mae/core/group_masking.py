@@ -18,14 +18,8 @@ import torch
 from torch import Tensor
 
 from mae.core.interfaces import Masker
-from mae.core.masking import mask_from_scores
+from mae.core.masking import mask_from_scores, num_masked, refuse_padding
 from mae.core.tokens import Mask, Tokens
-
-
-def refuse_padding(tokens: Tokens, name: str) -> None:
-    if tokens.pad is not None:
-        raise ValueError(f"mask={name} is written for grids of real tokens (images, video, spectrograms), and these "
-                         "tokens carry padding (Tokens.pad): choose mask=random or mask=block")
 
 
 def group_sizes(group: int | Sequence[int], dims: int) -> tuple[int, ...]:
@@ -65,8 +59,7 @@ class GroupMasker(Masker):
     the MAE count N - int(N (1 - ratio)), the last group drawn being hidden in part."""
 
     def __init__(self, *, ratio: float, group: int | Sequence[int] = 2) -> None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
-            raise ValueError(f"mask.ratio must be a number in (0, 1), got {ratio!r}")
+        num_masked(2, ratio)  # validates mask.ratio
         if not isinstance(group, int):
             group = list(group)  # a ListConfig from Hydra
         self.ratio, self.group = float(ratio), group
@@ -90,11 +83,10 @@ class GroupMasker(Masker):
             groups = n // math.prod(sizes)
             hidden = min(max(math.ceil(groups * self.ratio), 1), groups - 1) * math.prod(sizes)  # data_simmim.py
             return hidden
-        keep = min(max(int(n * (1.0 - self.ratio)), 1), n - 1)
-        return n - keep
+        return num_masked(n, self.ratio)
 
     def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
-        refuse_padding(tokens, "group")
+        refuse_padding(tokens, "mask=group (whole groups of a full token grid)")
         grid = tokens.grid
         if grid is None or math.prod(grid) != tokens.num_tokens:
             raise ValueError(f"mask=group needs tokens on their grid, got grid {grid} for {tokens.num_tokens} tokens")
@@ -149,8 +141,7 @@ class BlockwiseMasker(Masker):
 
     def __init__(self, *, ratio: float, min_tokens: int | None = None, max_tokens: int | None = None,
                  min_aspect: float = 0.3) -> None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
-            raise ValueError(f"mask.ratio must be a number in (0, 1), got {ratio!r}")
+        num_masked(2, ratio)  # validates mask.ratio
         for key, value in (("min_tokens", min_tokens), ("max_tokens", max_tokens)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"mask.{key} must be null or an integer >= 1, got {value!r}")
@@ -168,7 +159,7 @@ class BlockwiseMasker(Masker):
         return min(max(round(n * self.ratio), 1), n - 1)  # SlowFast imagenet.py: round(H * W * MASK_RATIO)
 
     def __call__(self, tokens: Tokens, generator: torch.Generator | None = None) -> Mask:
-        refuse_padding(tokens, "blockwise")
+        refuse_padding(tokens, "mask=blockwise (rectangles on a full 2-D token grid)")
         self.check_grid(tokens.grid)
         height, width = tokens.grid
         m = self.num_hidden((height, width))

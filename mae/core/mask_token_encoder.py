@@ -16,7 +16,7 @@ import torch
 from timm.layers import LayerScale
 from torch import Tensor, nn
 
-from mae.core.encoder import Encoder, padding_attn_mask
+from mae.core.encoder import Encoder
 from mae.core.tokens import Mask, Tokens
 
 
@@ -69,18 +69,4 @@ class MaskTokenEncoder(Encoder):
         x = self.embed(tokens.values)  # (B, N, D)
         if mask is not None:
             x = blend_mask_token(x, mask.mask_token_at(), self.mask_token)  # before cls and positions, as SimMIM
-        return self.norm(self.run_blocks(x, tokens))
-
-    def run_blocks(self, x: Tensor, tokens: Tokens) -> Tensor:
-        """(B, N, D) embedded tokens -> (B, prefix+N, D) after positions, cls token and the blocks (`Encoder._encode`
-        without the gather of visible tokens)."""
-        pe = self.pos_embed(tokens.pos).to(x.dtype)  # (B|1, N, D)
-        if not self.pos_every_block:
-            x = x + pe
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1+N, D)
-        pe = nn.functional.pad(pe, (0, 0, self.num_prefix, 0)) if self.pos_every_block else None  # (B|1, prefix+N, D)
-        attn_mask = padding_attn_mask(tokens.pad, self.num_prefix)
-        for block in self.blocks:
-            x = block(x if pe is None else x + pe, attn_mask=attn_mask)
-        return x
+        return self.norm(self.run_blocks(x, self.pos_embed(tokens.pos).to(x.dtype), tokens.pad))
